@@ -1,0 +1,45 @@
+/*
+ * agent.h - the agent's run-time state, shared by server and dispatch.
+ */
+#ifndef KC_AGENT_H
+#define KC_AGENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cache.h"
+#include "config.h"
+#include "esdk.h"
+#include "keyring.h"
+
+struct event_base;
+struct conn;
+
+struct agent_counters {
+    uint64_t requests;        /* frames dispatched */
+    uint64_t connections;     /* connections accepted since start */
+    uint64_t bad_requests;    /* frames refused before reaching an op */
+};
+
+struct agent {
+    struct event_base *base;
+    const struct agent_config *cfg;  /* retained */
+    struct keyring *keys;            /* owned */
+    struct cache *cache;             /* owned */
+    struct esdk_limits limits;
+    uint64_t started_ms;
+    struct agent_counters n;
+    size_t nconns;                   /* open connections */
+    bool shutting_down;
+};
+
+/* The identity of the process at the other end of a connection. */
+struct peer {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+};
+
+#endif /* KC_AGENT_H */

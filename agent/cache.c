@@ -1,0 +1,284 @@
+/*
+ * cache.c - hash table + LRU list of data-key entries.
+ */
+#include "cache.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keymem.h"
+
+struct cache {
+    struct cache_entry **buckets;
+    size_t nbuckets; /* power of two */
+    struct cache_entry *lru_head; /* most recently used */
+    struct cache_entry *lru_tail; /* least recently used */
+    cache_clock_fn clock;
+    uint8_t hash_key[crypto_generichash_KEYBYTES];
+    struct cache_totals t;
+};
+
+uint64_t
+cache_clock_monotonic(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int
+cache_new(size_t capacity, cache_clock_fn clock, struct cache **out)
+{
+    struct cache *c;
+    size_t nb = 16;
+
+    if (capacity == 0) {
+        return KC_EINVAL;
+    }
+    while (nb < capacity * 2 && nb < ((size_t)1 << 30)) {
+        nb <<= 1;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        return KC_ENOMEM;
+    }
+    if ((c->buckets = calloc(nb, sizeof(*c->buckets))) == NULL) {
+        free(c);
+        return KC_ENOMEM;
+    }
+    c->nbuckets = nb;
+    c->clock = clock != NULL ? clock : cache_clock_monotonic;
+    c->t.capacity = capacity;
+    randombytes_buf(c->hash_key, sizeof(c->hash_key));
+    *out = c;
+    return 0;
+}
+
+uint64_t
+cache_now(const struct cache *c)
+{
+    return c->clock();
+}
+
+static void
+hash_part(crypto_generichash_state *st, const void *p, size_t n)
+{
+    uint8_t len[8];
+
+    /* Length-prefix every part so no two inputs hash alike by shifting
+     * bytes between neighbouring fields. */
+    kc_store_u64(len, n);
+    crypto_generichash_update(st, len, sizeof(len));
+    crypto_generichash_update(st, p, n);
+}
+
+void
+cache_id_enc(const struct cache *c, const char *alias, const uint8_t *ec_ser,
+             size_t ec_len, uint8_t id[CACHE_ID_LEN])
+{
+    crypto_generichash_state st;
+
+    crypto_generichash_init(&st, c->hash_key, sizeof(c->hash_key),
+                            CACHE_ID_LEN);
+    hash_part(&st, "enc", 3);
+    hash_part(&st, alias, strlen(alias));
+    hash_part(&st, ec_ser, ec_len);
+    crypto_generichash_final(&st, id, CACHE_ID_LEN);
+}
+
+void
+cache_id_dec(const struct cache *c, const char *alias,
+             const struct esdk_edk *edk, const uint8_t *ec_ser,
+             size_t ec_len, uint8_t id[CACHE_ID_LEN])
+{
+    crypto_generichash_state st;
+
+    crypto_generichash_init(&st, c->hash_key, sizeof(c->hash_key),
+                            CACHE_ID_LEN);
+    hash_part(&st, "dec", 3);
+    hash_part(&st, alias, strlen(alias));
+    hash_part(&st, edk->provider_id, edk->provider_id_len);
+    hash_part(&st, edk->provider_info, edk->provider_info_len);
+    hash_part(&st, edk->ciphertext, edk->ciphertext_len);
+    hash_part(&st, ec_ser, ec_len);
+    crypto_generichash_final(&st, id, CACHE_ID_LEN);
+}
+
+static size_t
+bucket_of(const struct cache *c, const uint8_t id[CACHE_ID_LEN])
+{
+    return (size_t)kc_load_u64(id) & (c->nbuckets - 1);
+}
+
+static void
+lru_unlink(struct cache *c, struct cache_entry *e)
+{
+    if (e->lprev != NULL) {
+        e->lprev->lnext = e->lnext;
+    } else {
+        c->lru_head = e->lnext;
+    }
+    if (e->lnext != NULL) {
+        e->lnext->lprev = e->lprev;
+    } else {
+        c->lru_tail = e->lprev;
+    }
+    e->lprev = e->lnext = NULL;
+}
+
+static void
+lru_push_front(struct cache *c, struct cache_entry *e)
+{
+    e->lprev = NULL;
+    e->lnext = c->lru_head;
+    if (c->lru_head != NULL) {
+        c->lru_head->lprev = e;
+    }
+    c->lru_head = e;
+    if (c->lru_tail == NULL) {
+        c->lru_tail = e;
+    }
+}
+
+static void
+table_unlink(struct cache *c, struct cache_entry *e)
+{
+    struct cache_entry **pp = &c->buckets[bucket_of(c, e->id)];
+
+    while (*pp != NULL && *pp != e) {
+        pp = &(*pp)->hnext;
+    }
+    if (*pp == e) {
+        *pp = e->hnext;
+    }
+    e->hnext = NULL;
+}
+
+int
+cache_entry_new(enum cache_kind kind, struct keyslot *slot, size_t dk_len,
+                struct cache_entry **out)
+{
+    struct cache_entry *e;
+
+    if ((e = calloc(1, sizeof(*e))) == NULL) {
+        return KC_ENOMEM;
+    }
+    if ((e->dk = keymem_alloc(dk_len)) == NULL) {
+        free(e);
+        return KC_ENOMEM;
+    }
+    e->kind = kind;
+    e->slot = slot;
+    e->dk_len = dk_len;
+    esdk_edk_list_init(&e->edks);
+    *out = e;
+    return 0;
+}
+
+void
+cache_entry_free(struct cache_entry *e)
+{
+    if (e == NULL) {
+        return;
+    }
+    keymem_free(e->dk); /* wipes */
+    esdk_edk_list_clear(&e->edks);
+    sodium_memzero(e, sizeof(*e));
+    free(e);
+}
+
+void
+cache_remove(struct cache *c, struct cache_entry *e)
+{
+    if (e->in_table) {
+        table_unlink(c, e);
+        lru_unlink(c, e);
+        c->t.entries--;
+        if (e->slot != NULL) {
+            e->slot->entries--;
+        }
+    }
+    cache_entry_free(e);
+}
+
+void
+cache_retire(struct cache *c, struct cache_entry *e)
+{
+    c->t.retired++;
+    cache_remove(c, e);
+}
+
+struct cache_entry *
+cache_lookup(struct cache *c, const uint8_t id[CACHE_ID_LEN])
+{
+    struct cache_entry *e = c->buckets[bucket_of(c, id)];
+
+    while (e != NULL && sodium_memcmp(e->id, id, CACHE_ID_LEN) != 0) {
+        e = e->hnext;
+    }
+    if (e == NULL) {
+        return NULL;
+    }
+    if (c->clock() >= e->expires_ms) {
+        c->t.expirations++;
+        cache_remove(c, e);
+        return NULL;
+    }
+    lru_unlink(c, e);
+    lru_push_front(c, e);
+    return e;
+}
+
+void
+cache_insert(struct cache *c, struct cache_entry *e,
+             const uint8_t id[CACHE_ID_LEN], uint64_t ttl_ms)
+{
+    struct cache_entry *old;
+    size_t b;
+
+    /* Replace, never duplicate, an id. */
+    for (old = c->buckets[bucket_of(c, id)]; old != NULL; old = old->hnext) {
+        if (sodium_memcmp(old->id, id, CACHE_ID_LEN) == 0) {
+            cache_remove(c, old);
+            break;
+        }
+    }
+    while (c->t.entries >= c->t.capacity && c->lru_tail != NULL) {
+        c->t.evictions++;
+        cache_remove(c, c->lru_tail);
+    }
+    memcpy(e->id, id, CACHE_ID_LEN);
+    e->created_ms = c->clock();
+    e->expires_ms = e->created_ms + ttl_ms;
+    b = bucket_of(c, id);
+    e->hnext = c->buckets[b];
+    c->buckets[b] = e;
+    lru_push_front(c, e);
+    e->in_table = true;
+    c->t.entries++;
+    if (e->slot != NULL) {
+        e->slot->entries++;
+    }
+}
+
+void
+cache_totals_get(const struct cache *c, struct cache_totals *t)
+{
+    *t = c->t;
+}
+
+void
+cache_free(struct cache *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    while (c->lru_head != NULL) {
+        cache_remove(c, c->lru_head);
+    }
+    free(c->buckets);
+    sodium_memzero(c->hash_key, sizeof(c->hash_key));
+    free(c);
+}

@@ -1,0 +1,129 @@
+/*
+ * cache.h - data keys the agent holds, keyed by a 32-byte id.
+ *
+ * Two kinds of entry share one table, one LRU list and one capacity:
+ * - encryption entries: id = H("enc", alias, canonical context); hold a
+ *   data key, its encrypted data keys (EDKs) for the message header, and
+ *   usage counters checked against the alias's max_messages/max_bytes;
+ * - decryption entries: id = H("dec", alias, EDK, canonical context);
+ *   hold a data key unwrapped from that EDK.
+ * H is keyed BLAKE2b with a per-process random key, so a client cannot
+ * aim many ids at one hash bucket.
+ *
+ * Plaintext data keys live only in keymem slots (locked, non-dumpable)
+ * and are wiped when an entry is removed, evicted or expires.  Time comes
+ * from a clock function on CLOCK_MONOTONIC (tests pass their own), so
+ * wall-clock jumps never extend or cut a TTL.
+ *
+ * Not thread-safe (the agent is single-threaded).
+ */
+#ifndef KC_CACHE_H
+#define KC_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esdk.h"
+#include "keyring.h"
+
+#define CACHE_ID_LEN 32
+
+struct cache;
+
+enum cache_kind {
+    CACHE_ENC = 1,
+    CACHE_DEC = 2,
+};
+
+struct cache_entry {
+    uint8_t id[CACHE_ID_LEN];
+    enum cache_kind kind;
+    struct keyslot *slot;       /* retained: the alias it belongs to */
+    uint8_t *dk;                /* keymem slot, dk_len bytes */
+    size_t dk_len;
+    struct esdk_edk_list edks;  /* encryption entries: header EDKs */
+    uint64_t created_ms;
+    uint64_t expires_ms;
+    uint64_t messages;          /* messages encrypted with dk */
+    uint64_t bytes;             /* plaintext bytes encrypted with dk */
+    bool in_table;
+    /* intrusive links, owned by the cache */
+    struct cache_entry *hnext;
+    struct cache_entry *lprev;
+    struct cache_entry *lnext;
+};
+
+struct cache_totals {
+    size_t entries;
+    size_t capacity;
+    uint64_t evictions;   /* removed to make room (LRU) */
+    uint64_t expirations; /* removed because the TTL passed */
+    uint64_t retired;     /* encryption entries removed at a usage cap */
+};
+
+typedef uint64_t (*cache_clock_fn)(void);
+
+/* cache_clock_monotonic - milliseconds on CLOCK_MONOTONIC. */
+uint64_t cache_clock_monotonic(void);
+
+/*
+ * cache_new - a cache of at most capacity entries using clock (NULL =
+ * cache_clock_monotonic).  Returns 0 with *out (cache_free), KC_ENOMEM.
+ */
+KC_MUST_USE int cache_new(size_t capacity, cache_clock_fn clock,
+                          struct cache **out);
+
+/* cache_free - wipe and free every entry, then the cache. NULL: no-op. */
+void cache_free(struct cache *c);
+
+/* cache_now - the cache's clock, in milliseconds. */
+uint64_t cache_now(const struct cache *c);
+
+/* Ids for the two kinds of entry. */
+void cache_id_enc(const struct cache *c, const char *alias,
+                  const uint8_t *ec_ser, size_t ec_len,
+                  uint8_t id[CACHE_ID_LEN]);
+void cache_id_dec(const struct cache *c, const char *alias,
+                  const struct esdk_edk *edk, const uint8_t *ec_ser,
+                  size_t ec_len, uint8_t id[CACHE_ID_LEN]);
+
+/*
+ * cache_lookup - the live entry with this id, or NULL.  An entry whose
+ * TTL has passed is removed (wiped) and NULL returned.  A hit becomes the
+ * most recently used.  The pointer is borrowed: valid until the next call
+ * that may remove entries.
+ */
+struct cache_entry *cache_lookup(struct cache *c,
+                                 const uint8_t id[CACHE_ID_LEN]);
+
+/*
+ * cache_entry_new - an entry outside the table with a zeroed dk_len-byte
+ * key slot, for the caller to fill.  Returns 0 with *out, or KC_ENOMEM
+ * (no locked memory left).  Insert it with cache_insert or drop it with
+ * cache_entry_free.
+ */
+KC_MUST_USE int cache_entry_new(enum cache_kind kind, struct keyslot *slot,
+                                size_t dk_len, struct cache_entry **out);
+
+/* cache_entry_free - wipe and free an entry not in the table. */
+void cache_entry_free(struct cache_entry *e);
+
+/*
+ * cache_insert - put e (takes ownership) in the table under id with a
+ * TTL of ttl_ms from now, replacing any entry with the same id and
+ * evicting the least recently used entries while at capacity.
+ */
+void cache_insert(struct cache *c, struct cache_entry *e,
+                  const uint8_t id[CACHE_ID_LEN], uint64_t ttl_ms);
+
+/* cache_remove - take e out of the table, wipe and free it. */
+void cache_remove(struct cache *c, struct cache_entry *e);
+
+/* cache_retire - cache_remove, counted as retired at a usage cap. */
+void cache_retire(struct cache *c, struct cache_entry *e);
+
+/* cache_totals_get - current totals. */
+void cache_totals_get(const struct cache *c, struct cache_totals *t);
+
+#endif /* KC_CACHE_H */

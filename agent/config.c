@@ -1,0 +1,429 @@
+/*
+ * config.c - INI parsing (libinih) and validation of the agent config.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "esdk.h"
+
+/* Bits of key_config.seen. */
+#define SEEN_DECRYPT_TTL 0x1u
+
+struct parse_state {
+    struct agent_config *cfg;
+    struct key_config *cur;      /* section being filled, or NULL */
+    struct key_config **tail;
+    char cur_section[128];
+    char err[256];
+};
+
+static int
+parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    if (*s == '\0' || *s == '-' || *s == '+') {
+        return -1;
+    }
+    errno = 0;
+    v = strtoull(s, &end, 0);
+    if (errno != 0 || *end != '\0' || v < min || v > max) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+parse_bool(const char *s, bool *out)
+{
+    if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0 ||
+        strcmp(s, "1") == 0) {
+        *out = true;
+        return 0;
+    }
+    if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0 ||
+        strcmp(s, "0") == 0) {
+        *out = false;
+        return 0;
+    }
+    return -1;
+}
+
+static bool
+alias_is_valid(const char *a)
+{
+    size_t n = strlen(a), i;
+
+    if (n == 0 || n >= CONFIG_ALIAS_MAX) {
+        return false;
+    }
+    for (i = 0; i < n; i++) {
+        char c = a[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '-' || c == '_')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int
+set_str(char **dst, const char *v)
+{
+    char *s = strdup(v);
+
+    if (s == NULL) {
+        return -1;
+    }
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+static int
+agent_key(struct parse_state *st, const char *name, const char *v)
+{
+    struct agent_config *cfg = st->cfg;
+    uint64_t n;
+
+    if (strcmp(name, "socket") == 0) {
+        return set_str(&cfg->socket_path, v);
+    }
+    if (strcmp(name, "socket_mode") == 0) {
+        char *end;
+        unsigned long m;
+
+        errno = 0;
+        m = strtoul(v, &end, 8);
+        if (errno != 0 || *v == '\0' || *end != '\0' || m > 0777 ||
+            (m & 0600) != 0600 || (m & 0007) != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "socket_mode must be octal, owner rw, no world access "
+                     "(e.g. 0660)");
+            return -1;
+        }
+        cfg->socket_mode = (mode_t)m;
+        return 0;
+    }
+    if (strcmp(name, "capacity") == 0) {
+        if (parse_u64(v, 1, 10000000, &n) != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "capacity must be 1..10000000");
+            return -1;
+        }
+        cfg->capacity = (size_t)n;
+        return 0;
+    }
+    if (strcmp(name, "log_level") == 0) {
+        if (log_level_parse(v, &cfg->log_level) != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "log_level must be error, warn, info or debug");
+            return -1;
+        }
+        return 0;
+    }
+    if (strcmp(name, "log_format") == 0) {
+        if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "log_format must be text or json");
+            return -1;
+        }
+        cfg->log_json = strcmp(v, "json") == 0;
+        return 0;
+    }
+    if (strcmp(name, "max_frame") == 0) {
+        if (parse_u64(v, 4096, 64ULL << 20, &n) != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "max_frame must be 4096..67108864 bytes");
+            return -1;
+        }
+        cfg->max_frame = (size_t)n;
+        return 0;
+    }
+    if (strcmp(name, "allow_legacy_suites") == 0) {
+        if (parse_bool(v, &cfg->allow_legacy) != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "allow_legacy_suites must be true or false");
+            return -1;
+        }
+        return 0;
+    }
+    snprintf(st->err, sizeof(st->err), "unknown key '%s' in [agent]", name);
+    return -1;
+}
+
+static int
+key_number(struct parse_state *st, const char *name, const char *v,
+           uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (parse_u64(v, min, max, out) != 0) {
+        snprintf(st->err, sizeof(st->err),
+                 "[key.%s] %s must be an integer in %llu..%llu",
+                 st->cur->alias, name, (unsigned long long)min,
+                 (unsigned long long)max);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+key_key(struct parse_state *st, const char *name, const char *v)
+{
+    struct key_config *k = st->cur;
+    uint64_t n;
+
+    if (strcmp(name, "provider") == 0) {
+        if (strcmp(v, "local") != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "[key.%s] provider '%s' is not supported "
+                     "(supported: local)", k->alias, v);
+            return -1;
+        }
+        return set_str(&k->provider, v);
+    }
+    if (strcmp(name, "key_file") == 0) {
+        return set_str(&k->key_file, v);
+    }
+    if (strcmp(name, "namespace") == 0) {
+        if (*v == '\0' || strncmp(v, "aws-kms", 7) == 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "[key.%s] namespace must be non-empty and must not "
+                     "start with aws-kms", k->alias);
+            return -1;
+        }
+        return set_str(&k->ns, v);
+    }
+    if (strcmp(name, "name") == 0) {
+        if (*v == '\0') {
+            snprintf(st->err, sizeof(st->err), "[key.%s] name is empty",
+                     k->alias);
+            return -1;
+        }
+        return set_str(&k->name, v);
+    }
+    if (strcmp(name, "ttl") == 0) {
+        if (key_number(st, name, v, 1, 86400 * 365, &n) != 0) {
+            return -1;
+        }
+        k->ttl_ms = n * 1000;
+        return 0;
+    }
+    if (strcmp(name, "decrypt_ttl") == 0) {
+        if (key_number(st, name, v, 1, 86400 * 365, &n) != 0) {
+            return -1;
+        }
+        k->decrypt_ttl_ms = n * 1000;
+        k->seen |= SEEN_DECRYPT_TTL;
+        return 0;
+    }
+    if (strcmp(name, "max_messages") == 0) {
+        return key_number(st, name, v, 1, 1ULL << 32, &k->max_messages);
+    }
+    if (strcmp(name, "max_bytes") == 0) {
+        return key_number(st, name, v, 1, 1ULL << 62, &k->max_bytes);
+    }
+    if (strcmp(name, "frame_len") == 0) {
+        if (key_number(st, name, v, 1, 1 << 20, &n) != 0) {
+            return -1;
+        }
+        k->frame_len = (uint32_t)n;
+        return 0;
+    }
+    if (strcmp(name, "suite") == 0) {
+        if (parse_u64(v, 0, 0xffff, &n) != 0 ||
+            (n != ESDK_SUITE_AES256_HKDF_SHA512_COMMIT &&
+             n != ESDK_SUITE_AES256_HKDF_SHA512_COMMIT_P384)) {
+            snprintf(st->err, sizeof(st->err),
+                     "[key.%s] suite must be 0x0478 or 0x0578", k->alias);
+            return -1;
+        }
+        k->suite = (uint16_t)n;
+        return 0;
+    }
+    snprintf(st->err, sizeof(st->err), "unknown key '%s' in [key.%s]", name,
+             k->alias);
+    return -1;
+}
+
+static struct key_config *
+key_new(struct parse_state *st, const char *alias)
+{
+    struct key_config *k;
+
+    if (!alias_is_valid(alias)) {
+        snprintf(st->err, sizeof(st->err),
+                 "invalid key alias '%.80s' (letters, digits, '-', '_'; "
+                 "at most %d)", alias, CONFIG_ALIAS_MAX - 1);
+        return NULL;
+    }
+    if (config_find_key(st->cfg, alias, strlen(alias)) != NULL) {
+        snprintf(st->err, sizeof(st->err),
+                 "key alias '%s' defined twice", alias);
+        return NULL;
+    }
+    if ((k = calloc(1, sizeof(*k))) == NULL) {
+        snprintf(st->err, sizeof(st->err), "out of memory");
+        return NULL;
+    }
+    snprintf(k->alias, sizeof(k->alias), "%s", alias);
+    k->ttl_ms = CONFIG_DEFAULT_TTL * 1000ULL;
+    k->max_messages = CONFIG_DEFAULT_MAX_MESSAGES;
+    k->max_bytes = CONFIG_DEFAULT_MAX_BYTES;
+    k->suite = ESDK_SUITE_AES256_HKDF_SHA512_COMMIT;
+    k->frame_len = ESDK_DEFAULT_FRAME_LEN;
+    *st->tail = k;
+    st->tail = &k->next;
+    st->cfg->nkeys++;
+    return k;
+}
+
+static int
+config_ini_line(void *user, const char *section, const char *name,
+            const char *value)
+{
+    struct parse_state *st = user;
+
+    if (st->err[0] != '\0') {
+        return 0;
+    }
+    if (strcmp(section, st->cur_section) != 0) {
+        snprintf(st->cur_section, sizeof(st->cur_section), "%s", section);
+        st->cur = NULL;
+        if (strncmp(section, "key.", 4) == 0) {
+            if ((st->cur = key_new(st, section + 4)) == NULL) {
+                return 0;
+            }
+        } else if (strcmp(section, "agent") != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "unknown section [%.80s] (expected [agent] or "
+                     "[key.ALIAS])", section);
+            return 0;
+        }
+    }
+    if (st->cur != NULL) {
+        return key_key(st, name, value) == 0;
+    }
+    return agent_key(st, name, value) == 0;
+}
+
+static int
+validate(struct parse_state *st)
+{
+    struct agent_config *cfg = st->cfg;
+    struct key_config *k;
+
+    if (cfg->socket_path == NULL &&
+        (cfg->socket_path = strdup(CONFIG_DEFAULT_SOCKET)) == NULL) {
+        return KC_ENOMEM;
+    }
+    for (k = cfg->keys; k != NULL; k = k->next) {
+        if (k->provider == NULL) {
+            snprintf(st->err, sizeof(st->err),
+                     "[key.%s] needs provider (e.g. provider = local)",
+                     k->alias);
+            return KC_ECONFIG;
+        }
+        if (k->key_file == NULL) {
+            snprintf(st->err, sizeof(st->err),
+                     "[key.%s] provider local needs key_file", k->alias);
+            return KC_ECONFIG;
+        }
+        if (k->ns == NULL && set_str(&k->ns, CONFIG_DEFAULT_NAMESPACE) != 0) {
+            return KC_ENOMEM;
+        }
+        if (k->name == NULL && set_str(&k->name, k->alias) != 0) {
+            return KC_ENOMEM;
+        }
+        if ((k->seen & SEEN_DECRYPT_TTL) == 0) {
+            k->decrypt_ttl_ms = k->ttl_ms;
+        }
+    }
+    return 0;
+}
+
+int
+config_load(const char *path, struct agent_config **out, char *err,
+            size_t errlen)
+{
+    struct parse_state st;
+    struct agent_config *cfg;
+    int line, r;
+
+    *out = NULL;
+    if ((cfg = calloc(1, sizeof(*cfg))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return KC_ENOMEM;
+    }
+    cfg->socket_mode = CONFIG_DEFAULT_SOCKET_MODE;
+    cfg->capacity = CONFIG_DEFAULT_CAPACITY;
+    cfg->log_level = LOG_LEVEL_INFO;
+    cfg->max_frame = 1048576 + 65536;
+
+    memset(&st, 0, sizeof(st));
+    st.cfg = cfg;
+    st.tail = &cfg->keys;
+    line = ini_parse(path, config_ini_line, &st);
+    if (line == -1) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        r = KC_ECONFIG;
+        goto out;
+    }
+    if (line != 0) {
+        snprintf(err, errlen, "%s:%d: %s", path, line,
+                 st.err[0] != '\0' ? st.err : "syntax error");
+        r = KC_ECONFIG;
+        goto out;
+    }
+    if ((r = validate(&st)) != 0) {
+        snprintf(err, errlen, "%s: %s", path,
+                 st.err[0] != '\0' ? st.err : "out of memory");
+        goto out;
+    }
+    *out = cfg;
+    cfg = NULL;
+out:
+    config_free(cfg);
+    return r;
+}
+
+const struct key_config *
+config_find_key(const struct agent_config *cfg, const char *alias,
+                size_t len)
+{
+    const struct key_config *k;
+
+    for (k = cfg->keys; k != NULL; k = k->next) {
+        if (strlen(k->alias) == len && memcmp(k->alias, alias, len) == 0) {
+            return k;
+        }
+    }
+    return NULL;
+}
+
+void
+config_free(struct agent_config *cfg)
+{
+    struct key_config *k, *next;
+
+    if (cfg == NULL) {
+        return;
+    }
+    for (k = cfg->keys; k != NULL; k = next) {
+        next = k->next;
+        free(k->provider);
+        free(k->key_file);
+        free(k->ns);
+        free(k->name);
+        free(k);
+    }
+    free(cfg->socket_path);
+    free(cfg);
+}

@@ -1,0 +1,299 @@
+/*
+ * esdk.h - the AWS Encryption SDK message format: encryption contexts,
+ * encrypted data keys, the message writer and reader, and the raw AES
+ * keyring's wrapping of data keys.  Pure functions over bytes: no I/O, no
+ * sockets, no provider calls.
+ *
+ * Every function returns 0 or a negative KC_E* code (proto/kc_err.h).
+ * Nothing here is thread-safe unless said so; the agent is single-threaded.
+ * Buffers that receive plaintext or key bytes are struct kc_buf, which
+ * wipes on free; on any failure such outputs are cleared.
+ */
+#ifndef KC_ESDK_H
+#define KC_ESDK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kc_buf.h"
+#include "kc_err.h"
+
+/* Algorithm suite IDs (FORMATS.md section 1). */
+#define ESDK_SUITE_AES128_GCM_IV12_TAG16              0x0014
+#define ESDK_SUITE_AES192_GCM_IV12_TAG16              0x0046
+#define ESDK_SUITE_AES256_GCM_IV12_TAG16              0x0078
+#define ESDK_SUITE_AES128_HKDF_SHA256                 0x0114
+#define ESDK_SUITE_AES192_HKDF_SHA256                 0x0146
+#define ESDK_SUITE_AES256_HKDF_SHA256                 0x0178
+#define ESDK_SUITE_AES128_HKDF_SHA256_ECDSA_P256      0x0214
+#define ESDK_SUITE_AES192_HKDF_SHA384_ECDSA_P384      0x0346
+#define ESDK_SUITE_AES256_HKDF_SHA384_ECDSA_P384      0x0378
+#define ESDK_SUITE_AES256_HKDF_SHA512_COMMIT          0x0478
+#define ESDK_SUITE_AES256_HKDF_SHA512_COMMIT_P384     0x0578
+
+#define ESDK_DEFAULT_FRAME_LEN 4096
+#define ESDK_PUBKEY_EC_KEY     "aws-crypto-public-key"
+#define ESDK_RESERVED_PREFIX   "aws-crypto-"
+
+enum esdk_kdf {
+    ESDK_KDF_IDENTITY,
+    ESDK_KDF_HKDF_SHA256,
+    ESDK_KDF_HKDF_SHA384,
+    ESDK_KDF_HKDF_SHA512,
+};
+
+struct esdk_suite {
+    uint16_t id;
+    uint8_t version;      /* message format version: 1 or 2 */
+    uint8_t key_len;      /* data key and content key length, bytes */
+    enum esdk_kdf kdf;
+    bool committing;      /* v2: 32-byte commitment key in the header */
+    int sig_nid;          /* OpenSSL curve NID, 0 when not signing */
+    const char *name;     /* e.g. "AES_256_GCM_HKDF_SHA512_COMMIT_KEY" */
+};
+
+/*
+ * esdk_suite_get - the suite with this ID, or NULL for unknown IDs
+ * (including 0x0000 and the S3EC/DBE suites).  Thread-safe.
+ */
+const struct esdk_suite *esdk_suite_get(uint16_t id);
+
+/* ---- encryption context --------------------------------------------- */
+
+struct esdk_ec_pair {
+    uint8_t *key; /* owned, not NUL-terminated */
+    size_t key_len;
+    uint8_t *val; /* owned, not NUL-terminated */
+    size_t val_len;
+};
+
+struct esdk_ec {
+    struct esdk_ec_pair *pairs; /* owned; in insertion order */
+    size_t n;
+};
+
+void esdk_ec_init(struct esdk_ec *ec);
+/* esdk_ec_clear - free every pair; ec is empty and reusable. */
+void esdk_ec_clear(struct esdk_ec *ec);
+
+/*
+ * esdk_ec_add - copy a pair in.  Returns KC_ECONTEXT for a duplicate key,
+ * an empty key, or a key/value that is not valid UTF-8; KC_ETOOBIG past
+ * 65535 bytes for a key or value; KC_ENOMEM.
+ */
+KC_MUST_USE int esdk_ec_add(struct esdk_ec *ec, const void *key,
+                            size_t key_len, const void *val, size_t val_len);
+
+/* esdk_ec_get - borrow the value for key, or NULL when absent. */
+const struct esdk_ec_pair *esdk_ec_get(const struct esdk_ec *ec,
+                                       const void *key, size_t key_len);
+
+/*
+ * esdk_ec_check_caller - refuse keys a caller may not set (prefix
+ * "aws-crypto-").  Returns 0 or KC_ECONTEXT.
+ */
+KC_MUST_USE int esdk_ec_check_caller(const struct esdk_ec *ec);
+
+/*
+ * esdk_ec_contains - true when every pair of want is in have with an
+ * equal value.
+ */
+bool esdk_ec_contains(const struct esdk_ec *have, const struct esdk_ec *want);
+
+/*
+ * esdk_ec_serialize - canonical serialization appended to out: empty for
+ * an empty context, else u16 count || pairs sorted by key bytes.  This is
+ * both the header's AAD block and the raw AES keyring's wrapping AAD.
+ * Returns 0, KC_ETOOBIG (over 65535 bytes or pairs), KC_ENOMEM.
+ */
+KC_MUST_USE int esdk_ec_serialize(const struct esdk_ec *ec,
+                                  struct kc_buf *out);
+
+/* ---- encrypted data keys -------------------------------------------- */
+
+struct esdk_edk {
+    uint8_t *provider_id; /* owned */
+    size_t provider_id_len;
+    uint8_t *provider_info; /* owned */
+    size_t provider_info_len;
+    uint8_t *ciphertext; /* owned */
+    size_t ciphertext_len;
+};
+
+struct esdk_edk_list {
+    struct esdk_edk *v; /* owned */
+    size_t n;
+};
+
+void esdk_edk_list_init(struct esdk_edk_list *l);
+void esdk_edk_list_clear(struct esdk_edk_list *l);
+/* esdk_edk_list_add - copy an EDK in.  KC_ETOOBIG for a field > 65535. */
+KC_MUST_USE int esdk_edk_list_add(struct esdk_edk_list *l, const void *pid,
+                                  size_t pid_len, const void *info,
+                                  size_t info_len, const void *ct,
+                                  size_t ct_len);
+/* esdk_edk_list_copy - deep copy of src appended to dst. */
+KC_MUST_USE int esdk_edk_list_copy(struct esdk_edk_list *dst,
+                                   const struct esdk_edk_list *src);
+
+/* ---- writer ---------------------------------------------------------- */
+
+struct esdk_enc; /* opaque: one message being written */
+
+/*
+ * esdk_enc_new - start a message under suite (0x0478 or 0x0578; others
+ * give KC_EUNSUPPORTED) with the caller's context ec (borrowed; must pass
+ * esdk_ec_check_caller, else KC_ECONTEXT).  For a signing suite a fresh
+ * ECDSA key pair is made and its public key added to the message context.
+ * On success *out is owned by the caller: esdk_enc_free.
+ */
+KC_MUST_USE int esdk_enc_new(uint16_t suite, const struct esdk_ec *ec,
+                             struct esdk_enc **out);
+
+/*
+ * esdk_enc_wrapping_aad - borrow the canonical serialization of the full
+ * message context (caller pairs plus any aws-crypto-public-key): the AAD
+ * a keyring must use to wrap the data key for this message.
+ */
+void esdk_enc_wrapping_aad(const struct esdk_enc *enc, const uint8_t **p,
+                           size_t *len);
+
+/*
+ * esdk_enc_finish - write the whole message (header, framed body with
+ * frame_len bytes per frame, footer for signing suites) to out.
+ * data_key (dk_len must equal the suite's key length) and edks (at least
+ * one) are borrowed.  Returns 0, KC_EINVAL, KC_ETOOBIG, KC_ENOMEM.
+ */
+KC_MUST_USE int esdk_enc_finish(struct esdk_enc *enc, const uint8_t *data_key,
+                                size_t dk_len,
+                                const struct esdk_edk_list *edks,
+                                uint32_t frame_len, const uint8_t *pt,
+                                size_t pt_len, struct kc_buf *out);
+
+/* esdk_enc_free - wipe and free (signing key included).  NULL is a no-op. */
+void esdk_enc_free(struct esdk_enc *enc);
+
+/* ---- reader ---------------------------------------------------------- */
+
+struct esdk_limits {
+    size_t max_edks;       /* most EDKs accepted in a header (0 = 65535) */
+    size_t max_frame_len;  /* largest frame length accepted */
+    size_t max_message;    /* largest whole message accepted */
+    uint64_t max_frames;   /* most body frames accepted */
+    bool allow_legacy;     /* accept suites without key commitment */
+};
+
+/* esdk_limits_default - sane limits: 16 EDKs, 1 MiB frames, 64 MiB
+ * messages, 2^20 frames, no legacy suites.  In a caller's struct, a zero
+ * max_frame_len, max_message or max_frames means that default (never
+ * "unlimited"); a NULL lim means all defaults. */
+void esdk_limits_default(struct esdk_limits *lim);
+
+struct esdk_header {
+    const struct esdk_suite *suite;
+    uint8_t message_id[32];
+    size_t message_id_len;     /* 16 (v1) or 32 (v2) */
+    struct esdk_ec ec;         /* as stored, order preserved */
+    struct kc_buf ec_canonical; /* sorted serialization: wrapping AAD */
+    struct esdk_edk_list edks;
+    uint8_t content_type;      /* 1 non-framed, 2 framed */
+    uint32_t frame_len;
+    uint8_t commitment[32];    /* v2 only */
+    size_t body_off;           /* offset just past the header + auth tag */
+    /* Added by the esdk implementation: */
+    size_t header_len;         /* bytes of header body (covered by tag) */
+    uint8_t header_iv[12];     /* v1: stored IV; v2: zeros */
+    uint8_t header_tag[16];
+};
+
+/*
+ * esdk_header_parse - parse and sanity-check the header of msg (borrowed)
+ * without any key: version, suite (unknown: KC_EFORMAT; not committing and
+ * !lim->allow_legacy: KC_EUNSUPPORTED naming nothing secret), EDK count
+ * against lim->max_edks before reading further, content type, frame
+ * length, EC duplicates.  Returns 0 with *out owned by the caller
+ * (esdk_header_free), or KC_EFORMAT, KC_EUNSUPPORTED, KC_ETOOBIG,
+ * KC_ENOMEM.
+ */
+KC_MUST_USE int esdk_header_parse(const uint8_t *msg, size_t len,
+                                  const struct esdk_limits *lim,
+                                  struct esdk_header **out);
+
+void esdk_header_free(struct esdk_header *h);
+
+/*
+ * esdk_decrypt - with the unwrapped data key, verify the key commitment
+ * (v2, constant time, before anything else), the header tag, every frame
+ * tag and the footer signature (signing suites), then write the plaintext
+ * to pt.  Nothing is written to pt unless everything verifies.
+ * Returns 0, KC_EAUTH (commitment, tag or signature mismatch), KC_EFORMAT
+ * (bad body or footer, trailing bytes), KC_ETOOBIG (over lim), KC_ENOMEM.
+ */
+KC_MUST_USE int esdk_decrypt(const struct esdk_header *h, const uint8_t *msg,
+                             size_t len, const uint8_t *data_key,
+                             size_t dk_len, const struct esdk_limits *lim,
+                             struct kc_buf *pt);
+
+/*
+ * esdk_decrypt_required - esdk_decrypt for messages written with the
+ * required-encryption-context CMM (FORMATS.md 3.2): req_ser (borrowed,
+ * may be NULL when req_len is 0) is the canonical serialization
+ * (esdk_ec_serialize) of the required pairs the caller reproduces, which
+ * the writer left out of the stored context and appended to the header
+ * AAD.  esdk_decrypt is this with req_len 0.  The data key must have been
+ * unwrapped with the full context (stored pairs plus required pairs).
+ * Same returns as esdk_decrypt.
+ */
+KC_MUST_USE int esdk_decrypt_required(const struct esdk_header *h,
+                                      const uint8_t *msg, size_t len,
+                                      const uint8_t *data_key, size_t dk_len,
+                                      const uint8_t *req_ser, size_t req_len,
+                                      const struct esdk_limits *lim,
+                                      struct kc_buf *pt);
+
+/*
+ * esdk_derive_keys - the suite's key derivation (FORMATS.md section 4):
+ * key_out (suite key_len bytes) from data_key and the message ID, and for
+ * committing suites commit_out (32 bytes; may be NULL otherwise).  For
+ * tests and tools; the reader and writer use it internally.  Returns 0,
+ * KC_EINVAL (lengths), KC_EUNSUPPORTED, KC_ENOMEM.  Outputs are wiped on
+ * failure.
+ */
+KC_MUST_USE int esdk_derive_keys(const struct esdk_suite *s,
+                                 const uint8_t *data_key, size_t dk_len,
+                                 const uint8_t *msg_id, size_t id_len,
+                                 uint8_t *key_out, uint8_t *commit_out);
+
+/* ---- raw AES keyring (FORMATS.md section 5) -------------------------- */
+
+/*
+ * rawaes_wrap - wrap data_key under the wrapping key wkey (16, 24 or 32
+ * bytes) with AAD = ec_ser (canonical context), random IV; append the EDK
+ * {provider id = ns, info = name || 00000080 || 0000000C || IV,
+ *  ciphertext = ct || tag} to out.
+ */
+KC_MUST_USE int rawaes_wrap(const uint8_t *wkey, size_t wkey_len,
+                            const char *ns, const char *name,
+                            const uint8_t *ec_ser, size_t ec_len,
+                            const uint8_t *data_key, size_t dk_len,
+                            struct esdk_edk_list *out);
+
+/* rawaes_edk_matches - true when edk names this namespace and key name and
+ * has the 128-bit tag / 12-byte IV layout. */
+bool rawaes_edk_matches(const char *ns, const char *name,
+                        const struct esdk_edk *edk);
+
+/*
+ * rawaes_unwrap - unwrap edk into dk_out (dk_len bytes, caller's locked
+ * memory).  Returns KC_ENODATAKEY when the EDK is not ours (see
+ * rawaes_edk_matches) or has the wrong length, KC_EAUTH when the GCM tag
+ * fails (dk_out is then zeroed).
+ */
+KC_MUST_USE int rawaes_unwrap(const uint8_t *wkey, size_t wkey_len,
+                              const char *ns, const char *name,
+                              const struct esdk_edk *edk,
+                              const uint8_t *ec_ser, size_t ec_len,
+                              uint8_t *dk_out, size_t dk_len);
+
+#endif /* KC_ESDK_H */

@@ -1,0 +1,51 @@
+/*
+ * keyring.h - the configured key aliases at run time: each alias's
+ * config, its provider and its counters.
+ */
+#ifndef KC_KEYRING_H
+#define KC_KEYRING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "provider.h"
+
+struct key_counters {
+    uint64_t encrypt;         /* successful encrypt requests */
+    uint64_t decrypt;         /* successful decrypt requests */
+    uint64_t errors;          /* failed requests attributed to the alias */
+    uint64_t cache_hits;      /* data key found in the cache */
+    uint64_t cache_misses;    /* data key had to come from the provider */
+    uint64_t provider_calls;  /* generate/wrap/unwrap calls made */
+    uint64_t provider_errors; /* of which failed */
+};
+
+struct keyslot {
+    const struct key_config *cfg; /* retained: owned by the config */
+    struct provider *provider;    /* owned */
+    struct key_counters n;
+    size_t entries;               /* cache entries for this alias */
+};
+
+struct keyring {
+    struct keyslot *slots; /* owned, cfg->nkeys of them */
+    size_t n;
+};
+
+/*
+ * keyring_new - one slot and provider per [key.*] section of cfg
+ * (retained).  On failure err names the alias and reason.  Returns 0 with
+ * *out owned by the caller (keyring_free), or the provider's error.
+ */
+KC_MUST_USE int keyring_new(const struct agent_config *cfg,
+                            struct keyring **out, char *err, size_t errlen);
+
+/* keyring_find - the slot for alias (len bytes), or NULL. */
+struct keyslot *keyring_find(struct keyring *kr, const char *alias,
+                             size_t len);
+
+/* keyring_free - free providers (wiping master keys); NULL is a no-op. */
+void keyring_free(struct keyring *kr);
+
+#endif /* KC_KEYRING_H */

@@ -1,0 +1,179 @@
+/*
+ * main.c - keycache-agent: load the config, lock down the process, hold
+ * data keys in locked memory and serve the Unix socket until told to stop.
+ */
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include "agent.h"
+#include "keymem.h"
+#include "log.h"
+#include "server.h"
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: keycache-agent --config FILE [--socket PATH]\n"
+            "\n"
+            "Runs in the foreground, logging to stderr, until SIGTERM or "
+            "SIGINT.\n"
+            "  -c, --config FILE   INI configuration (required)\n"
+            "  -s, --socket PATH   Unix socket to listen on (overrides\n"
+            "                      $KEYCACHE_SOCKET and [agent] socket)\n"
+            "  -t, --check         validate the config and key files, "
+            "then exit\n"
+            "  -h, --help          this text\n"
+            "  -V, --version       print the version\n");
+}
+
+/* Core dumps and ptrace-style reads would expose cached keys. */
+static int
+harden_process(void)
+{
+    struct rlimit rl = {0, 0};
+
+    if (setrlimit(RLIMIT_CORE, &rl) != 0) {
+        log_error("cannot disable core dumps: %m");
+        return -1;
+    }
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        log_error("prctl(PR_SET_DUMPABLE, 0): %m");
+        return -1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static const char *
+pick_socket(const char *flag, const struct agent_config *cfg)
+{
+    const char *env = getenv("KEYCACHE_SOCKET");
+
+    if (flag != NULL) {
+        return flag;
+    }
+    if (env != NULL && *env != '\0') {
+        return env;
+    }
+    return cfg->socket_path;
+}
+
+static int
+run(const struct agent_config *cfg, const char *socket_path, bool check)
+{
+    struct agent a;
+    char err[512] = "";
+    int fd = -1, r = 1;
+
+    memset(&a, 0, sizeof(a));
+    a.cfg = cfg;
+    esdk_limits_default(&a.limits);
+    a.limits.allow_legacy = cfg->allow_legacy;
+    a.limits.max_message = cfg->max_frame;
+    if (keymem_init(cfg->capacity + cfg->nkeys, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    if (keyring_new(cfg, &a.keys, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    if (check) {
+        fprintf(stderr, "keycache-agent: configuration OK (%zu keys)\n",
+                cfg->nkeys);
+        r = 0;
+        goto out;
+    }
+    if (cache_new(cfg->capacity, NULL, &a.cache) != 0 ||
+        (a.base = event_base_new()) == NULL) {
+        log_error("out of memory at start");
+        goto out;
+    }
+    a.started_ms = cache_clock_monotonic();
+    if (server_socket_open(socket_path, cfg->socket_mode, &fd, err,
+                           sizeof(err)) != 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    log_info("keycache-agent %s starting: %zu key aliases, capacity %zu",
+             KC_VERSION, cfg->nkeys, cfg->capacity);
+    if (server_run(&a, fd, socket_path) == 0) {
+        r = 0;
+    }
+    log_info("stopped; wiping cached keys");
+out:
+    cache_free(a.cache);
+    keyring_free(a.keys);
+    keymem_shutdown();
+    if (a.base != NULL) {
+        event_base_free(a.base);
+    }
+    return r;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"socket", required_argument, NULL, 's'},
+        {"check", no_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct agent_config *cfg = NULL;
+    const char *config_path = NULL, *socket_flag = NULL;
+    char err[512];
+    bool check = false;
+    int ch, r;
+
+    /* Before any other libevent call: evbuffers must wipe on free. */
+    server_wiping_allocator_install();
+    while ((ch = getopt_long(argc, argv, "c:s:thV", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 's':
+            socket_flag = optarg;
+            break;
+        case 't':
+            check = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("keycache-agent %s\n", KC_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (config_path == NULL || optind != argc) {
+        fprintf(stderr, "keycache-agent: --config FILE is required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (config_load(config_path, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "keycache-agent: %s\n", err);
+        return 1;
+    }
+    log_init(cfg->log_level, cfg->log_json);
+    if (harden_process() != 0) {
+        config_free(cfg);
+        return 1;
+    }
+    r = run(cfg, pick_socket(socket_flag, cfg), check);
+    config_free(cfg);
+    return r;
+}

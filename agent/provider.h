@@ -1,0 +1,84 @@
+/*
+ * provider.h - the interface every key provider implements: make a data
+ * key, wrap an existing one, unwrap one.  The cache and the server see
+ * only this vtable, so a remote KMS provider plugs in without touching
+ * them.
+ *
+ * Calls may finish at once or later: an operation returns 0 when it has
+ * completed synchronously (done is then NOT called), PROVIDER_PENDING when
+ * it will call done(arg, status) later from the event loop, or a negative
+ * KC_E* code when it failed at once.  Output buffers passed in must stay
+ * valid until completion.  Providers never log key bytes.
+ */
+#ifndef KC_PROVIDER_H
+#define KC_PROVIDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esdk.h"
+
+#define PROVIDER_PENDING 1
+
+struct key_config;
+struct provider;
+
+typedef void (*provider_done_fn)(void *arg, int status);
+
+struct provider_ops {
+    const char *name;
+
+    /* Fresh random data key of dk_len bytes into dk_out (locked memory),
+     * wrapped with AAD ec_ser; the EDK is appended to edks. */
+    int (*generate)(struct provider *p, const uint8_t *ec_ser, size_t ec_len,
+                    uint8_t *dk_out, size_t dk_len,
+                    struct esdk_edk_list *edks, provider_done_fn done,
+                    void *arg);
+
+    /* Wrap an existing data key with AAD ec_ser; EDK appended to edks. */
+    int (*wrap)(struct provider *p, const uint8_t *ec_ser, size_t ec_len,
+                const uint8_t *dk, size_t dk_len, struct esdk_edk_list *edks,
+                provider_done_fn done, void *arg);
+
+    /* True when edk was made by this provider and key (cheap, no I/O). */
+    bool (*edk_matches)(const struct provider *p, const struct esdk_edk *edk);
+
+    /* Unwrap edk into dk_out.  KC_EAUTH when it does not authenticate. */
+    int (*unwrap)(struct provider *p, const struct esdk_edk *edk,
+                  const uint8_t *ec_ser, size_t ec_len, uint8_t *dk_out,
+                  size_t dk_len, provider_done_fn done, void *arg);
+
+    void (*free)(struct provider *p);
+};
+
+struct provider {
+    const struct provider_ops *ops;
+    const struct key_config *key; /* retained: the alias's config */
+};
+
+/*
+ * provider_new - build the provider named in key->provider.  On failure
+ * err holds a one-line reason.  Returns 0 with *out owned by the caller
+ * (provider_free), KC_ECONFIG, KC_EKEYFILE, KC_ENOMEM.
+ */
+KC_MUST_USE int provider_new(const struct key_config *key,
+                             struct provider **out, char *err,
+                             size_t errlen);
+
+/* provider_free - wipe and free; NULL is a no-op. */
+void provider_free(struct provider *p);
+
+/* The local provider: a 32-byte master key in a 0600 file. */
+KC_MUST_USE int provider_local_new(const struct key_config *key,
+                                   struct provider **out, char *err,
+                                   size_t errlen);
+
+/*
+ * provider_local_keygen - create path (O_EXCL, mode 0600) holding 32
+ * random bytes.  Returns 0, KC_EKEYFILE (exists), KC_ESYS.
+ */
+KC_MUST_USE int provider_local_keygen(const char *path, char *err,
+                                      size_t errlen);
+
+#endif /* KC_PROVIDER_H */

@@ -1,0 +1,568 @@
+/*
+ * server.c - the listening socket, connections and signals, on one
+ * libevent loop.
+ *
+ * Each connection is a bufferevent.  Complete frames are copied out of
+ * the input evbuffer into a wiping kc_buf, dispatched, and the response
+ * frame is queued on the output evbuffer.  libevent's own allocations go
+ * through a wiping allocator, so the evbuffer chains that carried
+ * plaintext are zeroed when freed.  A connection whose unread replies
+ * pile up past OUT_HIGH stops being read until they drain, so a client
+ * that never reads cannot grow the agent's memory without bound.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <libgen.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "dispatch.h"
+#include "log.h"
+#include "wire.h"
+
+#define OUT_HIGH          (4u << 20) /* pause reading past 4 MiB queued */
+#define SHUTDOWN_GRACE_S  10         /* force exit after this long */
+#define ACCEPT_RETRY_MS   200        /* back off after EMFILE/ENFILE */
+
+struct conn {
+    struct server *srv;
+    struct bufferevent *bev;
+    struct peer peer;
+    bool closing; /* free once the output has drained */
+    bool paused;  /* reading stopped for backpressure */
+    struct conn *prev;
+    struct conn *next;
+};
+
+struct server {
+    struct agent *a;
+    const char *path;
+    struct evconnlistener *lev;
+    struct conn *conns;
+    struct event *sig_term;
+    struct event *sig_int;
+    struct event *accept_retry;
+    struct event *force_exit;
+};
+
+/* ---- wiping allocator for libevent ----------------------------------- */
+
+#define WIPE_HDR 16 /* keeps the user block 16-byte aligned */
+
+static void *
+wipe_malloc(size_t n)
+{
+    uint8_t *p;
+
+    if (n > SIZE_MAX - WIPE_HDR || (p = malloc(n + WIPE_HDR)) == NULL) {
+        return NULL;
+    }
+    memcpy(p, &n, sizeof(n));
+    return p + WIPE_HDR;
+}
+
+static void
+wipe_free(void *q)
+{
+    uint8_t *p;
+    size_t n;
+
+    if (q == NULL) {
+        return;
+    }
+    p = (uint8_t *)q - WIPE_HDR;
+    memcpy(&n, p, sizeof(n));
+    sodium_memzero(p, n + WIPE_HDR);
+    free(p);
+}
+
+static void *
+wipe_realloc(void *q, size_t n)
+{
+    size_t old;
+    void *r;
+
+    if (q == NULL) {
+        return wipe_malloc(n);
+    }
+    if (n == 0) {
+        wipe_free(q);
+        return NULL;
+    }
+    if ((r = wipe_malloc(n)) == NULL) {
+        return NULL;
+    }
+    memcpy(&old, (uint8_t *)q - WIPE_HDR, sizeof(old));
+    memcpy(r, q, old < n ? old : n);
+    wipe_free(q);
+    return r;
+}
+
+void
+server_wiping_allocator_install(void)
+{
+    event_set_mem_functions(wipe_malloc, wipe_realloc, wipe_free);
+}
+
+/* ---- listening socket ------------------------------------------------ */
+
+static int
+check_parent_dir(const char *path, char *err, size_t errlen)
+{
+    char *copy, *dir;
+    struct stat st;
+    int r = 0;
+
+    if ((copy = strdup(path)) == NULL) {
+        return KC_ENOMEM;
+    }
+    dir = dirname(copy);
+    if (stat(dir, &st) != 0) {
+        snprintf(err, errlen, "socket directory %s: %s", dir,
+                 strerror(errno));
+        r = KC_ESYS;
+    } else if ((st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0) {
+        snprintf(err, errlen,
+                 "socket directory %s is world-writable without the sticky "
+                 "bit: anyone could replace the socket", dir);
+        r = KC_EINVAL;
+    }
+    free(copy);
+    return r;
+}
+
+/* Remove a socket file left by a dead agent; refuse a live one. */
+static int
+clear_stale_socket(const struct sockaddr_un *sun, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd, r;
+
+    if (lstat(sun->sun_path, &st) != 0) {
+        return errno == ENOENT ? 0 : KC_ESYS;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "%s exists and is not a socket; not replacing "
+                 "it", sun->sun_path);
+        return KC_EINVAL;
+    }
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return KC_ESYS;
+    }
+    r = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
+    close(fd);
+    if (r == 0) {
+        snprintf(err, errlen, "another agent is already listening on %s",
+                 sun->sun_path);
+        return KC_EBUSY;
+    }
+    if (errno != ECONNREFUSED) {
+        snprintf(err, errlen, "cannot probe existing socket %s: %s",
+                 sun->sun_path, strerror(errno));
+        return KC_ESYS;
+    }
+    if (unlink(sun->sun_path) != 0) {
+        snprintf(err, errlen, "cannot remove stale socket %s: %s",
+                 sun->sun_path, strerror(errno));
+        return KC_ESYS;
+    }
+    log_info("removed stale socket %s left by a previous agent",
+             sun->sun_path);
+    return 0;
+}
+
+int
+server_socket_open(const char *path, mode_t mode, int *out, char *err,
+                   size_t errlen)
+{
+    struct sockaddr_un sun;
+    mode_t old_umask;
+    int fd, r;
+
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        snprintf(err, errlen,
+                 "socket path is %zu bytes; a Unix socket path must be "
+                 "shorter than %zu", strlen(path), sizeof(sun.sun_path));
+        return KC_EINVAL;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    if ((r = check_parent_dir(path, err, errlen)) != 0) {
+        return r;
+    }
+    if ((r = clear_stale_socket(&sun, err, errlen)) != 0) {
+        return r;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd == -1) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return KC_ESYS;
+    }
+    /* Owner-only while it appears; widened to mode once it exists. */
+    old_umask = umask(0177);
+    r = bind(fd, (const struct sockaddr *)&sun, sizeof(sun));
+    umask(old_umask);
+    if (r != 0) {
+        snprintf(err, errlen, "bind %s: %s", path, strerror(errno));
+        close(fd);
+        return KC_ESYS;
+    }
+    if (chmod(path, mode) != 0 || listen(fd, SOMAXCONN) != 0) {
+        snprintf(err, errlen, "chmod/listen %s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return KC_ESYS;
+    }
+    *out = fd;
+    return 0;
+}
+
+/* ---- connections ----------------------------------------------------- */
+
+static void
+conn_free(struct conn *c)
+{
+    struct server *srv = c->srv;
+    struct agent *a = srv->a;
+
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        srv->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    bufferevent_free(c->bev);
+    log_debug("connection from pid %ld closed", (long)c->peer.pid);
+    free(c);
+    a->nconns--;
+    if (a->shutting_down && a->nconns == 0) {
+        event_base_loopexit(a->base, NULL);
+    }
+}
+
+/* Close after whatever is queued has been written. */
+static void
+conn_close_after_flush(struct conn *c)
+{
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        conn_free(c);
+    }
+}
+
+/* A framing error: answer with id nil, then close (cannot resync). */
+static void
+conn_fail(struct conn *c, int code, const char *msg)
+{
+    struct kc_buf out;
+    msgpack_packer pk;
+    size_t mark;
+
+    kc_buf_init(&out, 0);
+    if (proto_frame_begin(&out, &mark) == 0) {
+        proto_packer_init(&pk, &out);
+        proto_pack_error(&pk, false, 0, code, msg);
+        if (proto_frame_end(&out, mark, SIZE_MAX) == 0) {
+            bufferevent_write(c->bev, out.data, out.len);
+        }
+    }
+    kc_buf_clear(&out);
+    log_debug("connection from pid %ld: %s; closing", (long)c->peer.pid, msg);
+    conn_close_after_flush(c);
+}
+
+/* Handle one complete frame of len body bytes at the head of in. */
+static int
+conn_handle_frame(struct conn *c, struct evbuffer *in, uint32_t len)
+{
+    struct kc_buf body, out;
+    int r;
+
+    kc_buf_init(&body, len);
+    kc_buf_init(&out, 0);
+    evbuffer_drain(in, PROTO_FRAME_HDR);
+    if ((r = kc_buf_reserve(&body, len)) != 0) {
+        goto out;
+    }
+    if (evbuffer_remove(in, body.data, len) != (int)len) {
+        r = KC_ESYS;
+        goto out;
+    }
+    body.len = len;
+    if ((r = dispatch_request(c->srv->a, &c->peer, body.data, body.len,
+                              &out)) != 0) {
+        goto out;
+    }
+    if (bufferevent_write(c->bev, out.data, out.len) != 0) {
+        r = KC_ENOMEM;
+    }
+out:
+    kc_buf_clear(&body);
+    kc_buf_clear(&out);
+    return r;
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t max = c->srv->a->cfg->max_frame;
+    uint8_t hdr[PROTO_FRAME_HDR];
+    uint32_t len;
+
+    while (!c->closing && !c->paused &&
+           evbuffer_get_length(in) >= PROTO_FRAME_HDR) {
+        evbuffer_copyout(in, hdr, sizeof(hdr));
+        len = kc_load_u32(hdr);
+        if (len == 0) {
+            conn_fail(c, KC_EPROTO, "frame length 0 is invalid");
+            return;
+        }
+        if (len > max) {
+            conn_fail(c, KC_ETOOBIG, "frame length exceeds max_frame");
+            return;
+        }
+        if (evbuffer_get_length(in) - PROTO_FRAME_HDR < len) {
+            return; /* wait for the rest */
+        }
+        if (conn_handle_frame(c, in, len) != 0) {
+            log_warn("connection from pid %ld: out of memory; closing",
+                     (long)c->peer.pid);
+            conn_free(c);
+            return;
+        }
+        if (evbuffer_get_length(bufferevent_get_output(bev)) > OUT_HIGH) {
+            c->paused = true;
+            bufferevent_disable(bev, EV_READ);
+        }
+    }
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    /* Called when the output has drained (low watermark 0). */
+    if (c->closing) {
+        conn_free(c);
+        return;
+    }
+    if (c->paused) {
+        c->paused = false;
+        bufferevent_enable(bev, EV_READ);
+        conn_read_cb(bev, c); /* frames may already be buffered */
+    }
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+    struct conn *c = arg;
+
+    if ((events & BEV_EVENT_EOF) != 0 &&
+        evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+        /* Half-closed peer: still deliver queued replies. */
+        conn_close_after_flush(c);
+        return;
+    }
+    if ((events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) != 0) {
+        conn_free(c);
+    }
+}
+
+static void
+read_peer(int fd, struct peer *p)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        p->pid = cred.pid;
+        p->uid = cred.uid;
+        p->gid = cred.gid;
+    } else {
+        p->pid = -1;
+        p->uid = (uid_t)-1;
+        p->gid = (gid_t)-1;
+    }
+}
+
+static void
+accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+          struct sockaddr *sa, int salen, void *arg)
+{
+    struct server *srv = arg;
+    struct agent *a = srv->a;
+    struct conn *c;
+
+    if (a->shutting_down || (c = calloc(1, sizeof(*c))) == NULL) {
+        close(fd);
+        return;
+    }
+    c->srv = srv;
+    read_peer(fd, &c->peer);
+    c->bev = bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        close(fd);
+        free(c);
+        return;
+    }
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_enable(c->bev, EV_READ);
+    c->next = srv->conns;
+    if (srv->conns != NULL) {
+        srv->conns->prev = c;
+    }
+    srv->conns = c;
+    a->nconns++;
+    a->n.connections++;
+    log_debug("connection from pid %ld uid %ld gid %ld", (long)c->peer.pid,
+              (long)c->peer.uid, (long)c->peer.gid);
+}
+
+static void
+accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    if (srv->lev != NULL) {
+        evconnlistener_enable(srv->lev);
+    }
+}
+
+/*
+ * accept() failed.  Out of descriptors is not fatal: pause accepting
+ * briefly (otherwise the pending connection would wake the loop forever)
+ * and try again once some may have been freed.
+ */
+static void
+accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+    struct server *srv = arg;
+    struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
+    int err = EVUTIL_SOCKET_ERROR();
+
+    log_warn("accept: %s; pausing new connections for %d ms",
+             strerror(err), ACCEPT_RETRY_MS);
+    evconnlistener_disable(lev);
+    evtimer_add(srv->accept_retry, &tv);
+}
+
+/* ---- shutdown -------------------------------------------------------- */
+
+static void
+force_exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    log_warn("connections still open after %d s; exiting anyway",
+             SHUTDOWN_GRACE_S);
+    event_base_loopexit(srv->a->base, NULL);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *srv = arg;
+    struct agent *a = srv->a;
+    struct timeval grace = {SHUTDOWN_GRACE_S, 0};
+    struct conn *c, *next;
+
+    if (a->shutting_down) {
+        return;
+    }
+    log_info("received %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    a->shutting_down = true;
+    evconnlistener_free(srv->lev); /* closes the listening socket */
+    srv->lev = NULL;
+    if (unlink(srv->path) != 0 && errno != ENOENT) {
+        log_warn("unlink %s: %s", srv->path, strerror(errno));
+    }
+    for (c = srv->conns; c != NULL; c = next) {
+        next = c->next;
+        conn_close_after_flush(c);
+    }
+    if (a->nconns == 0) {
+        event_base_loopexit(a->base, NULL);
+        return;
+    }
+    evtimer_add(srv->force_exit, &grace);
+}
+
+int
+server_run(struct agent *a, int listen_fd, const char *path)
+{
+    struct server srv;
+    int r = KC_ESYS;
+
+    memset(&srv, 0, sizeof(srv));
+    srv.a = a;
+    srv.path = path;
+    srv.lev = evconnlistener_new(a->base, accept_cb, &srv,
+                                 LEV_OPT_CLOSE_ON_FREE |
+                                     LEV_OPT_CLOSE_ON_EXEC,
+                                 0, listen_fd);
+    if (srv.lev == NULL) {
+        close(listen_fd);
+        log_error("cannot listen on %s", path);
+        return KC_ESYS;
+    }
+    evconnlistener_set_error_cb(srv.lev, accept_error_cb);
+    srv.sig_term = evsignal_new(a->base, SIGTERM, signal_cb, &srv);
+    srv.sig_int = evsignal_new(a->base, SIGINT, signal_cb, &srv);
+    srv.accept_retry = evtimer_new(a->base, accept_retry_cb, &srv);
+    srv.force_exit = evtimer_new(a->base, force_exit_cb, &srv);
+    if (srv.sig_term == NULL || srv.sig_int == NULL ||
+        srv.accept_retry == NULL || srv.force_exit == NULL ||
+        evsignal_add(srv.sig_term, NULL) != 0 ||
+        evsignal_add(srv.sig_int, NULL) != 0) {
+        log_error("cannot set up signal handling");
+        goto out;
+    }
+    log_info("listening on %s", path);
+    if (event_base_dispatch(a->base) == -1) {
+        log_error("event loop failed");
+        goto out;
+    }
+    r = 0;
+out:
+    while (srv.conns != NULL) {
+        conn_free(srv.conns);
+    }
+    if (srv.lev != NULL) {
+        evconnlistener_free(srv.lev);
+        unlink(path);
+    }
+    if (srv.sig_term != NULL) {
+        event_free(srv.sig_term);
+    }
+    if (srv.sig_int != NULL) {
+        event_free(srv.sig_int);
+    }
+    if (srv.accept_retry != NULL) {
+        event_free(srv.accept_retry);
+    }
+    if (srv.force_exit != NULL) {
+        event_free(srv.force_exit);
+    }
+    return r;
+}

@@ -1,0 +1,929 @@
+/*
+ * client.c - the blocking client: one Unix-socket connection to
+ * keycache-agent, one request in flight at a time (see keycache.h for the
+ * contract and proto/PROTOCOL.md for the bytes).
+ *
+ * Every frame is built and received in a kc_buf, which wipes on growth
+ * and on clear, because requests carry plaintext (encrypt) and replies
+ * carry plaintext (decrypt).  The receive buffer is cleared after every
+ * call, so no payload outlives the call that moved it.
+ *
+ * Failure policy: an error reply from the agent (with our id) leaves the
+ * connection usable.  Anything that leaves the stream in an unknown state
+ * (timeout, peer close, bad frame, reply over the limit) drops the
+ * connection; the next call reconnects.  Nothing is retried
+ * automatically: a request that timed out may still have been served.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "keycache.h"
+#include "wire.h"
+
+#define CLIENT_DEFAULT_TIMEOUT_MS 30000
+#define CLIENT_RECV_CHUNK         16384
+/* A reply may exceed the agent's request limit by its own fields (a
+ * decrypt reply carries the plaintext plus key alias and context). */
+#define CLIENT_REPLY_SLACK 65536
+/* Fixed request overhead bound: map header, id, op and field names. */
+#define CLIENT_REQ_OVERHEAD 128
+/* msgpack str/bin/map header bound per item. */
+#define CLIENT_ITEM_OVERHEAD 5
+
+struct kc_client {
+    int fd;               /* -1 when not connected */
+    pid_t pid;            /* process that opened fd */
+    int timeout_ms;
+    uint64_t next_id;
+    uint64_t version;     /* negotiated protocol version */
+    size_t max_frame;     /* agent's request body limit, from hello */
+    struct kc_buf rx;     /* received, not yet consumed bytes */
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char agent[128];      /* agent's self-description from hello */
+    char err[256];        /* message of the last failure */
+};
+
+/* A reply held in c->rx: u borrows from rx until reply_done. */
+struct reply {
+    msgpack_unpacked u;
+    size_t total; /* frame bytes to consume from rx */
+    bool live;
+};
+
+static int client_call(struct kc_client *c, struct kc_buf *req,
+                       uint64_t id, struct reply *rep);
+static void reply_done(struct kc_client *c, struct reply *rep);
+
+/* printf-style into c->err; keeps the first message of a call. */
+__attribute__((format(printf, 2, 3))) static void
+set_err(struct kc_client *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof(c->err), fmt, ap);
+    va_end(ap);
+}
+
+/* Copy peer-supplied text into dst (NUL-terminated, truncated to fit),
+ * replacing control bytes so it is safe to print. */
+static void
+copy_clean(char *dst, size_t dst_size, const char *p, size_t n)
+{
+    size_t i;
+
+    if (n >= dst_size) {
+        n = dst_size - 1;
+    }
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+
+        dst[i] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+    }
+    dst[n] = '\0';
+}
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+client_disconnect(struct kc_client *c)
+{
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    c->fd = -1;
+    kc_buf_clear(&c->rx);
+}
+
+/*
+ * wait_fd - poll c->fd for events until deadline.
+ * Returns 0 when ready (or on HUP/ERR: the next I/O call reports it),
+ * KC_ETIMEOUT, KC_ESYS.
+ */
+static int
+wait_fd(struct kc_client *c, short events, int64_t deadline)
+{
+    struct pollfd pfd;
+    int64_t left;
+    int n;
+
+    for (;;) {
+        left = deadline - now_ms();
+        if (left <= 0) {
+            set_err(c, "timed out after %d ms waiting for the agent",
+                    c->timeout_ms);
+            return KC_ETIMEOUT;
+        }
+        pfd.fd = c->fd;
+        pfd.events = events;
+        pfd.revents = 0;
+        n = poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            set_err(c, "poll: %s", strerror(errno));
+            return KC_ESYS;
+        }
+        if (n > 0) {
+            return 0;
+        }
+    }
+}
+
+static int
+connect_error(struct kc_client *c, int e)
+{
+    set_err(c, "%s: %s", c->path, strerror(e));
+    return KC_ECONNECT;
+}
+
+/*
+ * sock_connect - open c->fd to c->path.  A Unix socket whose listen
+ * backlog is full fails with EAGAIN and has no pending connect to wait
+ * on, so that case is retried until the deadline.
+ * Returns 0, KC_ECONNECT, KC_ETIMEOUT, KC_ESYS.
+ */
+static int
+sock_connect(struct kc_client *c, int64_t deadline)
+{
+    struct sockaddr_un sa;
+    socklen_t elen = sizeof(int);
+    int e = 0, r;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (c->fd < 0) {
+        set_err(c, "socket: %s", strerror(errno));
+        return KC_ESYS;
+    }
+    c->pid = getpid();
+    for (;;) {
+        if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+            return 0;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EINPROGRESS) {
+            break;
+        }
+        if (errno != EAGAIN) {
+            return connect_error(c, errno);
+        }
+        if (now_ms() >= deadline) {
+            set_err(c, "agent at %s is not accepting connections "
+                       "(listen backlog full)", c->path);
+            return KC_ETIMEOUT;
+        }
+        poll(NULL, 0, 10);
+    }
+    if ((r = wait_fd(c, POLLOUT, deadline)) != 0) {
+        return r;
+    }
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &elen) != 0) {
+        e = errno;
+    }
+    return e == 0 ? 0 : connect_error(c, e);
+}
+
+static int
+send_all(struct kc_client *c, const uint8_t *p, size_t n, int64_t deadline)
+{
+    ssize_t w;
+    int r;
+
+    while (n > 0) {
+        w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if ((r = wait_fd(c, POLLOUT, deadline)) != 0) {
+                return r;
+            }
+            continue;
+        }
+        if (w < 0 && errno != EPIPE && errno != ECONNRESET) {
+            set_err(c, "send: %s", strerror(errno));
+            return KC_ESYS;
+        }
+        set_err(c, "connection closed by the agent");
+        return KC_ECLOSED;
+    }
+    return 0;
+}
+
+/*
+ * recv_some - read what is available (waiting until deadline) into rx.
+ * Returns 0, KC_ECLOSED, KC_ETIMEOUT, KC_ETOOBIG (rx limit), KC_ESYS,
+ * KC_ENOMEM.
+ */
+static int
+recv_some(struct kc_client *c, int64_t deadline)
+{
+    uint8_t chunk[CLIENT_RECV_CHUNK];
+    ssize_t got;
+    int r;
+
+    for (;;) {
+        got = recv(c->fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+        if (got > 0) {
+            break;
+        }
+        if (got == 0 || errno == ECONNRESET) {
+            set_err(c, "connection closed by the agent");
+            return KC_ECLOSED;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            set_err(c, "recv: %s", strerror(errno));
+            return KC_ESYS;
+        }
+        if ((r = wait_fd(c, POLLIN, deadline)) != 0) {
+            return r;
+        }
+    }
+    r = kc_buf_put(&c->rx, chunk, (size_t)got);
+    kc_wipe(chunk, (size_t)got);
+    if (r == KC_ETOOBIG) {
+        set_err(c, "reply larger than the client's limit");
+    }
+    return r;
+}
+
+static size_t
+reply_max(const struct kc_client *c)
+{
+    size_t m = c->max_frame;
+
+    if (m < PROTO_DEFAULT_MAX_FRAME) {
+        m = PROTO_DEFAULT_MAX_FRAME;
+    }
+    return m + CLIENT_REPLY_SLACK;
+}
+
+/* set_max_frame - adopt the agent's request limit; replies may be a
+ * little larger, and the receive buffer may never grow past that. */
+static void
+set_max_frame(struct kc_client *c, size_t max_frame)
+{
+    c->max_frame = max_frame;
+    c->rx.max = reply_max(c) + PROTO_FRAME_HDR;
+}
+
+/*
+ * recv_frame - wait for one complete frame in rx and unpack it.
+ * On success rep->u borrows from rx; the caller ends with reply_done.
+ */
+static int
+recv_frame(struct kc_client *c, int64_t deadline, struct reply *rep)
+{
+    const uint8_t *body = NULL;
+    size_t body_len = 0, total = 0;
+    int r;
+
+    for (;;) {
+        r = proto_frame_decode(c->rx.data, c->rx.len, reply_max(c), &body,
+                               &body_len, &total);
+        if (r != 0) {
+            set_err(c, "bad reply frame from the agent (%s)",
+                    kc_strerror(r));
+            return r;
+        }
+        if (total > 0) {
+            break;
+        }
+        if ((r = recv_some(c, deadline)) != 0) {
+            return r;
+        }
+    }
+    msgpack_unpacked_init(&rep->u);
+    rep->live = true;
+    rep->total = total;
+    if ((r = proto_unpack_map(body, body_len, &rep->u)) != 0) {
+        set_err(c, "malformed reply from the agent");
+    }
+    return r;
+}
+
+/* Drop the reply's frame from rx; wipe what it occupied. */
+static void
+reply_done(struct kc_client *c, struct reply *rep)
+{
+    size_t rest;
+
+    if (!rep->live) {
+        return;
+    }
+    msgpack_unpacked_destroy(&rep->u);
+    rep->live = false;
+    if (rep->total >= c->rx.len) {
+        kc_buf_clear(&c->rx);
+        return;
+    }
+    rest = c->rx.len - rep->total;
+    memmove(c->rx.data, c->rx.data + rep->total, rest);
+    kc_wipe(c->rx.data + rest, rep->total);
+    c->rx.len = rest;
+}
+
+/*
+ * reply_error - turn {ok: false, error: {...}} into a code and message.
+ * A code that is not a negative integer is itself a protocol error.
+ */
+static int
+reply_error(struct kc_client *c, const msgpack_object *map)
+{
+    const msgpack_object *err = NULL, *code;
+    const char *msg = NULL;
+    size_t msg_len = 0;
+    int r;
+
+    if (proto_get_map(map, "error", true, &err) != 0 ||
+        (code = proto_map_get(err, "code")) == NULL ||
+        code->type != MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+        code->via.i64 < INT32_MIN) {
+        set_err(c, "agent sent an error reply without a valid code");
+        return KC_EPROTO;
+    }
+    r = (int)code->via.i64;
+    if (proto_get_str(err, "message", false, &msg, &msg_len) == 0) {
+        copy_clean(c->err, sizeof(c->err), msg, msg_len);
+    } else {
+        set_err(c, "%s", kc_strerror(r));
+    }
+    return r;
+}
+
+/*
+ * check_reply - classify one unpacked reply.
+ * Returns 0 for ok with our id, 1 for a reply to another id (stale;
+ * skip it), or the error code (agent error or KC_EPROTO).  *conn_err is
+ * set when the error concerns the connection rather than the request.
+ */
+static int
+check_reply(struct kc_client *c, const msgpack_object *map, uint64_t id,
+            bool *conn_err)
+{
+    const msgpack_object *ok, *oid;
+
+    *conn_err = false;
+    oid = proto_map_get(map, "id");
+    ok = proto_map_get(map, "ok");
+    if (ok == NULL || ok->type != MSGPACK_OBJECT_BOOLEAN || oid == NULL ||
+        (oid->type != MSGPACK_OBJECT_NIL &&
+         oid->type != MSGPACK_OBJECT_POSITIVE_INTEGER)) {
+        set_err(c, "agent reply lacks a valid id or ok field");
+        *conn_err = true;
+        return KC_EPROTO;
+    }
+    if (oid->type == MSGPACK_OBJECT_NIL) {
+        /* About the connection, not a request (limit, busy, bad frame). */
+        *conn_err = true;
+        return ok->via.boolean ? KC_EPROTO : reply_error(c, map);
+    }
+    if (oid->via.u64 != id) {
+        return 1;
+    }
+    return ok->via.boolean ? 0 : reply_error(c, map);
+}
+
+/*
+ * await_reply - read frames until the reply to id arrives.  Failures of
+ * the stream itself (as opposed to an error reply to this request) drop
+ * the connection, since what follows on it can no longer be trusted.
+ */
+static int
+await_reply(struct kc_client *c, uint64_t id, int64_t deadline,
+            struct reply *rep)
+{
+    bool conn_err = false;
+    int r;
+
+    for (;;) {
+        if ((r = recv_frame(c, deadline, rep)) != 0) {
+            conn_err = true;
+            goto out;
+        }
+        r = check_reply(c, &rep->u.data, id, &conn_err);
+        if (r != 1) {
+            break;
+        }
+        reply_done(c, rep);
+    }
+out:
+    if (r != 0) {
+        reply_done(c, rep);
+        if (conn_err) {
+            client_disconnect(c);
+        }
+    }
+    return r;
+}
+
+/*
+ * req_begin - start a request frame {id, op, ...nfields} in *b.
+ * room bounds the caller's field bytes; it is reserved up front so no
+ * later msgpack write can fail half-way (proto's pack helpers do not
+ * report errors).  Returns 0, KC_ETOOBIG, KC_ENOMEM.
+ */
+static int
+req_begin(struct kc_client *c, struct kc_buf *b, size_t *mark,
+          msgpack_packer *pk, const char *op, uint32_t nfields, size_t room,
+          uint64_t *id)
+{
+    int r;
+
+    kc_buf_init(b, 0);
+    if (room > c->max_frame) {
+        set_err(c, "request larger than the agent's limit of %zu bytes",
+                c->max_frame);
+        return KC_ETOOBIG;
+    }
+    if ((r = kc_buf_reserve(b, room + CLIENT_REQ_OVERHEAD)) != 0 ||
+        (r = proto_frame_begin(b, mark)) != 0) {
+        return r;
+    }
+    *id = c->next_id++;
+    proto_packer_init(pk, b);
+    msgpack_pack_map(pk, 2 + nfields);
+    proto_pack_cstr(pk, "id");
+    msgpack_pack_uint64(pk, *id);
+    proto_pack_cstr(pk, "op");
+    proto_pack_cstr(pk, op);
+    return 0;
+}
+
+static int
+req_end(struct kc_client *c, struct kc_buf *b, size_t mark)
+{
+    int r;
+
+    if ((r = proto_frame_end(b, mark, c->max_frame)) == KC_ETOOBIG) {
+        set_err(c, "request larger than the agent's limit of %zu bytes",
+                c->max_frame);
+    }
+    return r;
+}
+
+/* hello: agree on version 1 and learn the agent's frame limit. */
+static int
+client_hello(struct kc_client *c, int64_t deadline)
+{
+    struct reply rep = {.live = false};
+    struct kc_buf req;
+    msgpack_packer pk;
+    const char *agent = NULL;
+    size_t mark = 0, agent_len = 0;
+    uint64_t id = 0, v = 0, mf = 0;
+    int r;
+
+    if ((r = req_begin(c, &req, &mark, &pk, "hello", 1, 16, &id)) != 0) {
+        goto out;
+    }
+    proto_pack_cstr(&pk, "versions");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_uint64(&pk, PROTO_VERSION);
+    if ((r = req_end(c, &req, mark)) != 0 ||
+        (r = send_all(c, req.data, req.len, deadline)) != 0 ||
+        (r = await_reply(c, id, deadline, &rep)) != 0) {
+        goto out;
+    }
+    if (proto_get_uint(&rep.u.data, "version", true, &v) != 0 ||
+        v != PROTO_VERSION) {
+        set_err(c, "agent chose an unsupported protocol version");
+        r = KC_EVERSION;
+        goto out;
+    }
+    if (proto_get_uint(&rep.u.data, "max_frame", false, &mf) == 0 &&
+        mf >= 64 && mf <= UINT32_MAX) {
+        set_max_frame(c, (size_t)mf);
+    }
+    if (proto_get_str(&rep.u.data, "agent", false, &agent, &agent_len) == 0) {
+        copy_clean(c->agent, sizeof(c->agent), agent, agent_len);
+    }
+    c->version = v;
+out:
+    reply_done(c, &rep);
+    kc_buf_clear(&req);
+    return r;
+}
+
+/*
+ * client_ensure - make sure c has a connection of this process: after a
+ * fork the child drops its copy of the parent's socket (closing it does
+ * not disturb the parent) and dials its own.
+ */
+static int
+client_ensure(struct kc_client *c, int64_t deadline)
+{
+    int r;
+
+    if (c->fd >= 0 && c->pid != getpid()) {
+        client_disconnect(c);
+    }
+    if (c->fd >= 0) {
+        return 0;
+    }
+    set_max_frame(c, PROTO_DEFAULT_MAX_FRAME);
+    if ((r = sock_connect(c, deadline)) != 0 ||
+        (r = client_hello(c, deadline)) != 0) {
+        client_disconnect(c);
+    }
+    return r;
+}
+
+/* Send a finished request frame and wait for its reply. */
+static int
+client_call(struct kc_client *c, struct kc_buf *req, uint64_t id,
+            struct reply *rep)
+{
+    int64_t deadline = now_ms() + c->timeout_ms;
+    int r;
+
+    if ((r = send_all(c, req->data, req->len, deadline)) != 0) {
+        client_disconnect(c);
+        return r;
+    }
+    return await_reply(c, id, deadline, rep);
+}
+
+/*
+ * call_begin - common start of every public operation: reset the error,
+ * connect if needed, and begin the request frame.
+ */
+static int
+call_begin(struct kc_client *c, struct kc_buf *req, size_t *mark,
+           msgpack_packer *pk, const char *op, uint32_t nfields, size_t room,
+           uint64_t *id)
+{
+    int r;
+
+    kc_buf_init(req, 0);
+    c->err[0] = '\0';
+    if ((r = client_ensure(c, now_ms() + c->timeout_ms)) != 0) {
+        return r;
+    }
+    return req_begin(c, req, mark, pk, op, nfields, room, id);
+}
+
+/* Make sure a failed call leaves a message, and the rx buffer empty. */
+static int
+call_end(struct kc_client *c, int r)
+{
+    if (r != 0 && c->err[0] == '\0') {
+        set_err(c, "%s", kc_strerror(r));
+    }
+    if (c->rx.len == 0) {
+        kc_buf_clear(&c->rx);
+    }
+    return r;
+}
+
+static int
+resolve_path(const char *socket_path, const char **out)
+{
+    const char *p = socket_path;
+
+    if (p == NULL || p[0] == '\0') {
+        p = secure_getenv("KEYCACHE_SOCKET");
+    }
+    if (p == NULL || p[0] == '\0') {
+        p = KC_DEFAULT_SOCKET;
+    }
+    *out = p;
+    return strlen(p) < sizeof(((struct sockaddr_un *)0)->sun_path)
+               ? 0
+               : KC_EINVAL;
+}
+
+int
+kc_client_open(const char *socket_path, int timeout_ms,
+               struct kc_client **out)
+{
+    struct kc_client *c;
+    const char *path = NULL;
+
+    if (out == NULL) {
+        return KC_EINVAL;
+    }
+    *out = NULL;
+    if (timeout_ms < 0 || resolve_path(socket_path, &path) != 0) {
+        return KC_EINVAL;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        return KC_ENOMEM;
+    }
+    c->fd = -1;
+    c->pid = getpid();
+    c->timeout_ms = timeout_ms == 0 ? CLIENT_DEFAULT_TIMEOUT_MS : timeout_ms;
+    c->next_id = 1;
+    kc_buf_init(&c->rx, 0);
+    set_max_frame(c, PROTO_DEFAULT_MAX_FRAME);
+    snprintf(c->path, sizeof(c->path), "%s", path);
+    *out = c;
+    return 0;
+}
+
+int
+kc_client_connect(struct kc_client *c)
+{
+    if (c == NULL) {
+        return KC_EINVAL;
+    }
+    c->err[0] = '\0';
+    return call_end(c, client_ensure(c, now_ms() + c->timeout_ms));
+}
+
+int
+kc_client_new(const char *socket_path, int timeout_ms, struct kc_client **out)
+{
+    struct kc_client *c = NULL;
+    int r;
+
+    if (out == NULL) {
+        return KC_EINVAL;
+    }
+    *out = NULL;
+    if ((r = kc_client_open(socket_path, timeout_ms, &c)) != 0) {
+        return r;
+    }
+    if ((r = kc_client_connect(c)) != 0) {
+        kc_client_free(c);
+        return r;
+    }
+    *out = c;
+    return 0;
+}
+
+void
+kc_client_free(struct kc_client *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    /* A forked child closing its inherited copy does not affect the
+     * parent's connection, so no pid check is needed here. */
+    client_disconnect(c);
+    kc_wipe(c->err, sizeof(c->err));
+    free(c);
+}
+
+const char *
+kc_client_last_error(const struct kc_client *c)
+{
+    if (c == NULL) {
+        return "no client";
+    }
+    return c->err[0] != '\0' ? c->err : "no error";
+}
+
+const char *
+kc_client_agent(const struct kc_client *c)
+{
+    if (c == NULL || c->fd < 0) {
+        return "";
+    }
+    return c->agent;
+}
+
+const char *
+kc_client_socket_path(const struct kc_client *c)
+{
+    return c != NULL ? c->path : "";
+}
+
+int
+kc_ping(struct kc_client *c)
+{
+    struct reply rep = {.live = false};
+    struct kc_buf req;
+    msgpack_packer pk;
+    size_t mark = 0;
+    uint64_t id = 0;
+    int r;
+
+    if (c == NULL) {
+        return KC_EINVAL;
+    }
+    if ((r = call_begin(c, &req, &mark, &pk, "ping", 0, 0, &id)) != 0 ||
+        (r = req_end(c, &req, mark)) != 0) {
+        goto out;
+    }
+    r = client_call(c, &req, id, &rep);
+out:
+    reply_done(c, &rep);
+    kc_buf_clear(&req);
+    return call_end(c, r);
+}
+
+/* Bytes needed for the context map, or SIZE_MAX when ctx is invalid. */
+static size_t
+context_room(const struct kc_context_pair *ctx, size_t nctx)
+{
+    size_t i, room = CLIENT_ITEM_OVERHEAD + 16;
+
+    if (nctx > 0 && ctx == NULL) {
+        return SIZE_MAX;
+    }
+    for (i = 0; i < nctx; i++) {
+        if (ctx[i].key == NULL || ctx[i].value == NULL) {
+            return SIZE_MAX;
+        }
+        room += strlen(ctx[i].key) + strlen(ctx[i].value) +
+                2 * CLIENT_ITEM_OVERHEAD;
+    }
+    return room;
+}
+
+static void
+pack_context(msgpack_packer *pk, const struct kc_context_pair *ctx,
+             size_t nctx)
+{
+    size_t i;
+
+    proto_pack_cstr(pk, "context");
+    msgpack_pack_map(pk, nctx);
+    for (i = 0; i < nctx; i++) {
+        proto_pack_cstr(pk, ctx[i].key);
+        proto_pack_cstr(pk, ctx[i].value);
+    }
+}
+
+/* Copy a bin result field into a kc_free-able buffer. */
+static int
+take_bin(struct kc_client *c, const struct reply *rep, const char *field,
+         uint8_t **out, size_t *out_len)
+{
+    const uint8_t *p = NULL;
+    size_t n = 0;
+
+    if (proto_get_bin(&rep->u.data, field, true, &p, &n) != 0) {
+        set_err(c, "agent reply lacks the '%s' field", field);
+        return KC_EPROTO;
+    }
+    if ((*out = kcmem_dup(p, n, 0)) == NULL) {
+        return KC_ENOMEM;
+    }
+    *out_len = n;
+    return 0;
+}
+
+int
+kc_encrypt(struct kc_client *c, const char *alias,
+           const struct kc_context_pair *ctx, size_t nctx, const uint8_t *pt,
+           size_t pt_len, uint8_t **ct, size_t *ct_len)
+{
+    struct reply rep = {.live = false};
+    struct kc_buf req;
+    msgpack_packer pk;
+    size_t mark = 0, room;
+    uint64_t id = 0;
+    int r;
+
+    if (ct != NULL) {
+        *ct = NULL;
+    }
+    if (ct_len != NULL) {
+        *ct_len = 0;
+    }
+    if (c == NULL || alias == NULL || ct == NULL || ct_len == NULL ||
+        (pt == NULL && pt_len > 0) ||
+        (room = context_room(ctx, nctx)) == SIZE_MAX ||
+        nctx > UINT32_MAX) {
+        return KC_EINVAL;
+    }
+    if (pt_len > SIZE_MAX / 2 || strlen(alias) > SIZE_MAX / 4) {
+        return KC_ETOOBIG;
+    }
+    room += pt_len + strlen(alias) + 2 * CLIENT_ITEM_OVERHEAD + 32;
+    if ((r = call_begin(c, &req, &mark, &pk, "encrypt", 3, room, &id)) !=
+        0) {
+        goto out;
+    }
+    proto_pack_cstr(&pk, "key");
+    proto_pack_cstr(&pk, alias);
+    proto_pack_cstr(&pk, "plaintext");
+    proto_pack_bin(&pk, pt_len > 0 ? pt : (const uint8_t *)"", pt_len);
+    pack_context(&pk, ctx, nctx);
+    if ((r = req_end(c, &req, mark)) != 0 ||
+        (r = client_call(c, &req, id, &rep)) != 0) {
+        goto out;
+    }
+    r = take_bin(c, &rep, "ciphertext", ct, ct_len);
+out:
+    reply_done(c, &rep);
+    kc_buf_clear(&req);
+    return call_end(c, r);
+}
+
+int
+kc_decrypt(struct kc_client *c, const uint8_t *ct, size_t ct_len,
+           const struct kc_context_pair *ctx, size_t nctx, uint8_t **pt,
+           size_t *pt_len)
+{
+    struct reply rep = {.live = false};
+    struct kc_buf req;
+    msgpack_packer pk;
+    size_t mark = 0, room;
+    uint64_t id = 0;
+    int r;
+
+    if (pt != NULL) {
+        *pt = NULL;
+    }
+    if (pt_len != NULL) {
+        *pt_len = 0;
+    }
+    if (c == NULL || pt == NULL || pt_len == NULL ||
+        (ct == NULL && ct_len > 0) ||
+        (room = context_room(ctx, nctx)) == SIZE_MAX ||
+        nctx > UINT32_MAX) {
+        return KC_EINVAL;
+    }
+    if (ct_len > SIZE_MAX / 2) {
+        return KC_ETOOBIG;
+    }
+    room += ct_len + CLIENT_ITEM_OVERHEAD + 32;
+    if ((r = call_begin(c, &req, &mark, &pk, "decrypt", nctx > 0 ? 2 : 1,
+                        room, &id)) != 0) {
+        goto out;
+    }
+    proto_pack_cstr(&pk, "ciphertext");
+    proto_pack_bin(&pk, ct_len > 0 ? ct : (const uint8_t *)"", ct_len);
+    if (nctx > 0) {
+        pack_context(&pk, ctx, nctx);
+    }
+    if ((r = req_end(c, &req, mark)) != 0 ||
+        (r = client_call(c, &req, id, &rep)) != 0) {
+        goto out;
+    }
+    r = take_bin(c, &rep, "plaintext", pt, pt_len);
+out:
+    reply_done(c, &rep);
+    kc_buf_clear(&req);
+    return call_end(c, r);
+}
+
+int
+kc_stats_json(struct kc_client *c, char **json)
+{
+    struct reply rep = {.live = false};
+    const msgpack_object *stats = NULL;
+    struct kc_buf req;
+    msgpack_packer pk;
+    size_t mark = 0;
+    uint64_t id = 0;
+    int r;
+
+    if (json != NULL) {
+        *json = NULL;
+    }
+    if (c == NULL || json == NULL) {
+        return KC_EINVAL;
+    }
+    if ((r = call_begin(c, &req, &mark, &pk, "stats", 0, 0, &id)) != 0 ||
+        (r = req_end(c, &req, mark)) != 0 ||
+        (r = client_call(c, &req, id, &rep)) != 0) {
+        goto out;
+    }
+    if (proto_get_map(&rep.u.data, "stats", true, &stats) != 0) {
+        set_err(c, "agent reply lacks the 'stats' map");
+        r = KC_EPROTO;
+        goto out;
+    }
+    if ((r = stats_to_json(stats, json)) == KC_EPROTO) {
+        set_err(c, "agent stats cannot be expressed as JSON");
+    }
+out:
+    reply_done(c, &rep);
+    kc_buf_clear(&req);
+    return call_end(c, r);
+}

@@ -1,0 +1,90 @@
+/*
+ * wire.h - framing and MessagePack helpers shared by the agent and the
+ * client library.  Pure functions over bytes: no I/O, no crypto, so they
+ * are easy to test and to fuzz.  See PROTOCOL.md for the format.
+ *
+ * All functions are thread-safe (they touch only their arguments).
+ */
+#ifndef KC_WIRE_H
+#define KC_WIRE_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kc_buf.h"
+#include "kc_err.h"
+
+#define PROTO_VERSION           1
+#define PROTO_FRAME_HDR         4
+#define PROTO_DEFAULT_MAX_FRAME (1048576 + 65536)
+#define PROTO_MAX_PLAINTEXT     1048576
+
+/*
+ * proto_frame_decode - find the first complete frame in p[0..n).
+ * Returns 0 and sets *total = 0 when more bytes are needed; returns 0 and
+ * sets *body, *body_len and *total (header + body) when a frame is
+ * complete; returns KC_ETOOBIG when the length prefix exceeds max (checked
+ * before any body byte is needed) or KC_EPROTO for a zero length.
+ * *body borrows from p.
+ */
+KC_MUST_USE int proto_frame_decode(const uint8_t *p, size_t n, size_t max,
+                                   const uint8_t **body, size_t *body_len,
+                                   size_t *total);
+
+/*
+ * proto_frame_begin / proto_frame_end - build a frame at the end of b:
+ * begin appends a 4-byte length placeholder and records its offset in
+ * *mark; the caller packs the body (see proto_packer_init); end fills the
+ * length in.  end returns KC_EPROTO for an empty body, KC_ETOOBIG for one
+ * over max (the caller should then truncate b back to *mark).
+ */
+KC_MUST_USE int proto_frame_begin(struct kc_buf *b, size_t *mark);
+KC_MUST_USE int proto_frame_end(struct kc_buf *b, size_t mark, size_t max);
+
+/* proto_packer_init - a msgpack packer that appends to b (wiping on grow). */
+void proto_packer_init(msgpack_packer *pk, struct kc_buf *b);
+
+/*
+ * proto_unpack_map - unpack body as exactly one msgpack map (no trailing
+ * bytes).  On success *u owns a zone that borrows nothing from body except
+ * where msgpack-c references it (it copies by default); the caller calls
+ * msgpack_unpacked_destroy(u) in every case.
+ * Returns 0, KC_EPROTO (not msgpack, not a map, trailing bytes), KC_ENOMEM.
+ */
+KC_MUST_USE int proto_unpack_map(const uint8_t *body, size_t len,
+                                 msgpack_unpacked *u);
+
+/* proto_map_get - the value for string key in map, or NULL. */
+const msgpack_object *proto_map_get(const msgpack_object *map,
+                                    const char *key);
+
+/*
+ * Typed field getters.  Each returns 0 with the value, KC_EINVAL if the
+ * field is present with the wrong type (or absent and required), or 1 if
+ * absent and not required.  Pointers borrow from the unpacked object.
+ */
+KC_MUST_USE int proto_get_uint(const msgpack_object *map, const char *key,
+                               bool required, uint64_t *v);
+KC_MUST_USE int proto_get_str(const msgpack_object *map, const char *key,
+                              bool required, const char **p, size_t *len);
+/* Accepts bin, or str for clients whose msgpack lacks bin. */
+KC_MUST_USE int proto_get_bin(const msgpack_object *map, const char *key,
+                              bool required, const uint8_t **p, size_t *len);
+KC_MUST_USE int proto_get_map(const msgpack_object *map, const char *key,
+                              bool required, const msgpack_object **out);
+
+/* Packing helpers for NUL-terminated strings and byte runs. */
+void proto_pack_cstr(msgpack_packer *pk, const char *s);
+void proto_pack_strn(msgpack_packer *pk, const char *s, size_t n);
+void proto_pack_bin(msgpack_packer *pk, const uint8_t *p, size_t n);
+
+/*
+ * proto_pack_error - pack an error response map:
+ * {id: id|nil, ok: false, error: {code, name, message}}.
+ */
+void proto_pack_error(msgpack_packer *pk, bool has_id, uint64_t id, int code,
+                      const char *message);
+
+#endif /* KC_WIRE_H */
