@@ -16,6 +16,8 @@
 
 struct event_base;
 struct conn;
+struct flight;
+struct pending;
 
 struct agent_counters {
     uint64_t requests;        /* frames dispatched */
@@ -33,6 +35,9 @@ struct agent {
     struct agent_counters n;
     size_t nconns;                   /* open connections */
     bool shutting_down;
+    struct flight *flights;          /* provider calls in the air */
+    struct pending *pending;         /* requests waiting on them */
+    size_t npending;
 };
 
 /* The identity of the process at the other end of a connection. */

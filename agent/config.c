@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <ini.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,39 @@ agent_key(struct parse_state *st, const char *name, const char *v)
         }
         return 0;
     }
+    if (strcmp(name, "allow_stats") == 0) {
+        return set_str(&cfg->allow_stats, v);
+    }
+    if (strcmp(name, "socket_group") == 0) {
+        return set_str(&cfg->socket_group, v);
+    }
+    if (strcmp(name, "max_connections") == 0) {
+        if (parse_u64(v, 1, 1000000, &n) != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "max_connections must be 1..1000000");
+            return -1;
+        }
+        cfg->max_connections = (size_t)n;
+        return 0;
+    }
+    if (strcmp(name, "max_inflight") == 0) {
+        if (parse_u64(v, 1, 1000000, &n) != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "max_inflight must be 1..1000000");
+            return -1;
+        }
+        cfg->max_inflight = (size_t)n;
+        return 0;
+    }
+    if (strcmp(name, "idle_timeout") == 0) {
+        if (parse_u64(v, 0, 86400 * 7, &n) != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "idle_timeout must be 0..604800 seconds");
+            return -1;
+        }
+        cfg->idle_timeout_ms = n * 1000;
+        return 0;
+    }
     snprintf(st->err, sizeof(st->err), "unknown key '%s' in [agent]", name);
     return -1;
 }
@@ -181,13 +215,52 @@ key_key(struct parse_state *st, const char *name, const char *v)
     uint64_t n;
 
     if (strcmp(name, "provider") == 0) {
-        if (strcmp(v, "local") != 0) {
+        if (strcmp(v, "local") != 0 && strcmp(v, "aws-kms") != 0 &&
+            strcmp(v, "alibaba-kms") != 0) {
             snprintf(st->err, sizeof(st->err),
                      "[key.%s] provider '%s' is not supported "
-                     "(supported: local)", k->alias, v);
+                     "(supported: local, aws-kms, alibaba-kms)", k->alias, v);
             return -1;
         }
         return set_str(&k->provider, v);
+    }
+    if (strcmp(name, "signature") == 0) {
+        if (strcmp(v, "v3") != 0 && strcmp(v, "v1") != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "[key.%s] signature must be v3 or v1", k->alias);
+            return -1;
+        }
+        return set_str(&k->signature, v);
+    }
+    if (strcmp(name, "connect_timeout") == 0) {
+        return key_number(st, name, v, 1, 600000, &k->connect_timeout_ms);
+    }
+    if (strcmp(name, "request_timeout") == 0) {
+        return key_number(st, name, v, 1, 600000, &k->request_timeout_ms);
+    }
+    {
+        static const struct {
+            const char *name;
+            size_t off;
+        } strs[] = {
+            {"allow_encrypt", offsetof(struct key_config, allow_encrypt)},
+            {"allow_decrypt", offsetof(struct key_config, allow_decrypt)},
+            {"also_wrap_with", offsetof(struct key_config, also_wrap_with)},
+            {"key_id", offsetof(struct key_config, key_id)},
+            {"region", offsetof(struct key_config, region)},
+            {"endpoint", offsetof(struct key_config, endpoint)},
+            {"ca_file", offsetof(struct key_config, ca_file)},
+            {"credentials_file",
+             offsetof(struct key_config, credentials_file)},
+            {"profile", offsetof(struct key_config, profile)},
+        };
+        size_t i;
+
+        for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+            if (strcmp(name, strs[i].name) == 0) {
+                return set_str((char **)((char *)k + strs[i].off), v);
+            }
+        }
     }
     if (strcmp(name, "key_file") == 0) {
         return set_str(&k->key_file, v);
@@ -331,10 +404,26 @@ validate(struct parse_state *st)
                      k->alias);
             return KC_ECONFIG;
         }
-        if (k->key_file == NULL) {
+        if (strcmp(k->provider, "local") == 0 && k->key_file == NULL) {
             snprintf(st->err, sizeof(st->err),
                      "[key.%s] provider local needs key_file", k->alias);
             return KC_ECONFIG;
+        }
+        if (strcmp(k->provider, "local") != 0 &&
+            (k->key_id == NULL || k->region == NULL)) {
+            snprintf(st->err, sizeof(st->err),
+                     "[key.%s] provider %s needs key_id and region",
+                     k->alias, k->provider);
+            return KC_ECONFIG;
+        }
+        if (k->connect_timeout_ms == 0) {
+            k->connect_timeout_ms = 2000;
+        }
+        if (k->request_timeout_ms == 0) {
+            k->request_timeout_ms = 10000;
+        }
+        if (k->signature == NULL && set_str(&k->signature, "v3") != 0) {
+            return KC_ENOMEM;
         }
         if (k->ns == NULL && set_str(&k->ns, CONFIG_DEFAULT_NAMESPACE) != 0) {
             return KC_ENOMEM;
@@ -366,6 +455,9 @@ config_load(const char *path, struct agent_config **out, char *err,
     cfg->capacity = CONFIG_DEFAULT_CAPACITY;
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->max_frame = 1048576 + 65536;
+    cfg->max_connections = 1024;
+    cfg->max_inflight = 128;
+    cfg->idle_timeout_ms = 300000;
 
     memset(&st, 0, sizeof(st));
     st.cfg = cfg;
@@ -422,8 +514,20 @@ config_free(struct agent_config *cfg)
         free(k->key_file);
         free(k->ns);
         free(k->name);
+        free(k->allow_encrypt);
+        free(k->allow_decrypt);
+        free(k->also_wrap_with);
+        free(k->key_id);
+        free(k->region);
+        free(k->endpoint);
+        free(k->ca_file);
+        free(k->signature);
+        free(k->credentials_file);
+        free(k->profile);
         free(k);
     }
     free(cfg->socket_path);
+    free(cfg->allow_stats);
+    free(cfg->socket_group);
     free(cfg);
 }

@@ -22,6 +22,21 @@
  *   name = users-email      ; raw-AES key name (default: the alias)
  *   suite = 0x0478          ; 0x0478 or 0x0578
  *   frame_len = 4096        ; plaintext bytes per body frame
+ *   allow_encrypt = uid:1000, group:app   ; who may encrypt (default:
+ *   allow_decrypt = uid:1000               ;  the agent's own uid)
+ *   also_wrap_with = other-alias, ...      ; extra EDKs per message
+ *
+ *   [key.kms-key]
+ *   provider = aws-kms      ; or alibaba-kms
+ *   key_id = arn:aws:kms:...  ; AWS key ARN/alias, Alibaba key id/alias
+ *   region = eu-west-1
+ *   endpoint = https://...  ; URL override (tests: a fake on 127.0.0.1)
+ *   ca_file = /path/ca.pem  ; CA bundle for the endpoint
+ *   signature = v3          ; alibaba-kms: v3 (ACS3-HMAC-SHA256) or v1
+ *   credentials_file = ...  ; instead of the environment
+ *   profile = default       ; aws-kms shared credentials profile
+ *   connect_timeout = 2000  ; ms
+ *   request_timeout = 10000 ; ms, whole request including retries
  */
 #ifndef KC_CONFIG_H
 #define KC_CONFIG_H
@@ -56,6 +71,19 @@ struct key_config {
     uint64_t max_bytes;
     uint16_t suite;
     uint32_t frame_len;
+    char *allow_encrypt; /* policy text, NULL = agent's own uid only */
+    char *allow_decrypt;
+    char *also_wrap_with; /* comma-separated aliases, or NULL */
+    /* remote KMS providers */
+    char *key_id;
+    char *region;
+    char *endpoint;
+    char *ca_file;
+    char *signature;      /* alibaba-kms: "v3" (default) or "v1" */
+    char *credentials_file;
+    char *profile;
+    uint64_t connect_timeout_ms;
+    uint64_t request_timeout_ms;
     unsigned int seen;   /* bit set of keys given, for defaults */
     struct key_config *next;
 };
@@ -68,6 +96,11 @@ struct agent_config {
     bool log_json;
     size_t max_frame;
     bool allow_legacy;
+    char *allow_stats;     /* policy text, NULL = agent's own uid only */
+    char *socket_group;    /* group owning the socket, or NULL */
+    size_t max_connections;
+    uint64_t idle_timeout_ms;  /* 0 = none */
+    size_t max_inflight;   /* per connection */
     struct key_config *keys; /* in file order */
     size_t nkeys;
 };

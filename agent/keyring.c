@@ -3,12 +3,83 @@
  */
 #include "keyring.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "esdk.h"
+
+/*
+ * Resolve a slot's also_wrap_with list ("a, b") into slot pointers.  The
+ * extra keys wrap the same data key, so a reader holding any one of them
+ * can decrypt.
+ */
+static int
+resolve_extras(struct keyring *kr, struct keyslot *s, char *err,
+               size_t errlen)
+{
+    const char *p = s->cfg->also_wrap_with;
+    size_t cap = 1;
+
+    if (p == NULL) {
+        return 0;
+    }
+    for (const char *q = p; *q != '\0'; q++) {
+        cap += *q == ',';
+    }
+    if ((s->extra = calloc(cap, sizeof(*s->extra))) == NULL) {
+        return KC_ENOMEM;
+    }
+    while (*p != '\0') {
+        size_t len;
+        struct keyslot *x;
+
+        p += strspn(p, " \t,");
+        len = strcspn(p, " \t,");
+        if (len == 0) {
+            break;
+        }
+        x = keyring_find(kr, p, len);
+        if (x == NULL || x == s) {
+            snprintf(err, errlen,
+                     "[key.%s] also_wrap_with names '%.*s', which is %s",
+                     s->cfg->alias, (int)len, p,
+                     x == NULL ? "not a configured alias" : "the key itself");
+            return KC_ECONFIG;
+        }
+        s->extra[s->nextra++] = x;
+        p += len;
+    }
+    return 0;
+}
+
+/* Signing suites rewrap per message, which only a local key can do. */
+static int
+check_suite(const struct keyslot *s, char *err, size_t errlen)
+{
+    size_t i;
+
+    if (s->cfg->suite != ESDK_SUITE_AES256_HKDF_SHA512_COMMIT_P384) {
+        return 0;
+    }
+    for (i = 0; i <= s->nextra; i++) {
+        const struct keyslot *x = i == 0 ? s : s->extra[i - 1];
+
+        if (strcmp(x->cfg->provider, "local") != 0) {
+            snprintf(err, errlen,
+                     "[key.%s] suite 0x0578 wraps the data key again for "
+                     "every message; that needs local keys, and %s uses "
+                     "provider %s", s->cfg->alias, x->cfg->alias,
+                     x->cfg->provider);
+            return KC_ECONFIG;
+        }
+    }
+    return 0;
+}
+
 int
-keyring_new(const struct agent_config *cfg, struct keyring **out, char *err,
-            size_t errlen)
+keyring_new(const struct agent_config *cfg, struct event_base *base,
+            struct keyring **out, char *err, size_t errlen)
 {
     struct keyring *kr;
     const struct key_config *k;
@@ -26,13 +97,22 @@ keyring_new(const struct agent_config *cfg, struct keyring **out, char *err,
     for (k = cfg->keys; k != NULL; k = k->next, i++) {
         kr->slots[i].cfg = k;
         kr->n = i + 1;
-        if ((r = provider_new(k, &kr->slots[i].provider, err, errlen)) != 0) {
-            keyring_free(kr);
-            return r;
+        if ((r = provider_new(k, &kr->slots[i].n, base,
+                              &kr->slots[i].provider, err, errlen)) != 0) {
+            goto fail;
+        }
+    }
+    for (i = 0; i < kr->n; i++) {
+        if ((r = resolve_extras(kr, &kr->slots[i], err, errlen)) != 0 ||
+            (r = check_suite(&kr->slots[i], err, errlen)) != 0) {
+            goto fail;
         }
     }
     *out = kr;
     return 0;
+fail:
+    keyring_free(kr);
+    return r;
 }
 
 struct keyslot *
@@ -60,6 +140,7 @@ keyring_free(struct keyring *kr)
     }
     for (i = 0; i < kr->n; i++) {
         provider_free(kr->slots[i].provider);
+        free(kr->slots[i].extra);
     }
     free(kr->slots);
     free(kr);

@@ -26,6 +26,8 @@ struct keyslot {
     struct provider *provider;    /* owned */
     struct key_counters n;
     size_t entries;               /* cache entries for this alias */
+    struct keyslot **extra;       /* also_wrap_with, owned array */
+    size_t nextra;
 };
 
 struct keyring {
@@ -39,7 +41,8 @@ struct keyring {
  * *out owned by the caller (keyring_free), or the provider's error.
  */
 KC_MUST_USE int keyring_new(const struct agent_config *cfg,
-                            struct keyring **out, char *err, size_t errlen);
+                            struct event_base *base, struct keyring **out,
+                            char *err, size_t errlen);
 
 /* keyring_find - the slot for alias (len bytes), or NULL. */
 struct keyslot *keyring_find(struct keyring *kr, const char *alias,

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 
 #include "agent.h"
+#include "dispatch.h"
 #include "keymem.h"
 #include "log.h"
 #include "server.h"
@@ -81,7 +82,11 @@ run(const struct agent_config *cfg, const char *socket_path, bool check)
         log_error("%s", err);
         goto out;
     }
-    if (keyring_new(cfg, &a.keys, err, sizeof(err)) != 0) {
+    if ((a.base = event_base_new()) == NULL) {
+        log_error("cannot create the event loop");
+        goto out;
+    }
+    if (keyring_new(cfg, a.base, &a.keys, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out;
     }
@@ -91,8 +96,7 @@ run(const struct agent_config *cfg, const char *socket_path, bool check)
         r = 0;
         goto out;
     }
-    if (cache_new(cfg->capacity, NULL, &a.cache) != 0 ||
-        (a.base = event_base_new()) == NULL) {
+    if (cache_new(cfg->capacity, NULL, &a.cache) != 0) {
         log_error("out of memory at start");
         goto out;
     }
@@ -109,6 +113,7 @@ run(const struct agent_config *cfg, const char *socket_path, bool check)
     }
     log_info("stopped; wiping cached keys");
 out:
+    dispatch_shutdown(&a);
     cache_free(a.cache);
     keyring_free(a.keys);
     keymem_shutdown();

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "keyring.h"
 #include "keymem.h"
 
 #define MASTER_KEY_LEN 32
@@ -25,10 +26,22 @@ struct provider_local {
     uint8_t *master;      /* keymem slot */
 };
 
+/* Count one operation against the alias, as every provider must. */
 static int
-local_generate(struct provider *p, const uint8_t *ec_ser, size_t ec_len,
-               uint8_t *dk_out, size_t dk_len, struct esdk_edk_list *edks,
-               provider_done_fn done, void *arg)
+local_count(struct provider *p, int r)
+{
+    p->counters->provider_calls++;
+    if (r != 0) {
+        p->counters->provider_errors++;
+    }
+    return r;
+}
+
+static int
+local_generate(struct provider *p, const struct esdk_ec *ec,
+               const uint8_t *ec_ser, size_t ec_len, uint8_t *dk_out,
+               size_t dk_len, struct esdk_edk_list *edks,
+               struct provider_error *perr, provider_done_fn done, void *arg)
 {
     struct provider_local *lp = (struct provider_local *)p;
     int r;
@@ -39,18 +52,20 @@ local_generate(struct provider *p, const uint8_t *ec_ser, size_t ec_len,
     if (r != 0) {
         sodium_memzero(dk_out, dk_len);
     }
-    return r;
+    return local_count(p, r);
 }
 
 static int
-local_wrap(struct provider *p, const uint8_t *ec_ser, size_t ec_len,
-           const uint8_t *dk, size_t dk_len, struct esdk_edk_list *edks,
-           provider_done_fn done, void *arg)
+local_wrap(struct provider *p, const struct esdk_ec *ec,
+           const uint8_t *ec_ser, size_t ec_len, const uint8_t *dk,
+           size_t dk_len, struct esdk_edk_list *edks,
+           struct provider_error *perr, provider_done_fn done, void *arg)
 {
     struct provider_local *lp = (struct provider_local *)p;
 
-    return rawaes_wrap(lp->master, MASTER_KEY_LEN, p->key->ns, p->key->name,
-                       ec_ser, ec_len, dk, dk_len, edks);
+    return local_count(p, rawaes_wrap(lp->master, MASTER_KEY_LEN, p->key->ns,
+                                      p->key->name, ec_ser, ec_len, dk,
+                                      dk_len, edks));
 }
 
 static bool
@@ -61,13 +76,15 @@ local_edk_matches(const struct provider *p, const struct esdk_edk *edk)
 
 static int
 local_unwrap(struct provider *p, const struct esdk_edk *edk,
-             const uint8_t *ec_ser, size_t ec_len, uint8_t *dk_out,
-             size_t dk_len, provider_done_fn done, void *arg)
+             const struct esdk_ec *ec, const uint8_t *ec_ser, size_t ec_len,
+             uint8_t *dk_out, size_t dk_len, struct provider_error *perr,
+             provider_done_fn done, void *arg)
 {
     struct provider_local *lp = (struct provider_local *)p;
 
-    return rawaes_unwrap(lp->master, MASTER_KEY_LEN, p->key->ns,
-                         p->key->name, edk, ec_ser, ec_len, dk_out, dk_len);
+    return local_count(p, rawaes_unwrap(lp->master, MASTER_KEY_LEN,
+                                        p->key->ns, p->key->name, edk,
+                                        ec_ser, ec_len, dk_out, dk_len));
 }
 
 static void
@@ -149,6 +166,7 @@ int
 provider_local_new(const struct key_config *key, struct provider **out,
                    char *err, size_t errlen)
 {
+    /* Counters and loop are filled in by provider_new. */
     struct provider_local *lp;
     int r;
 
@@ -212,15 +230,24 @@ out:
 }
 
 int
-provider_new(const struct key_config *key, struct provider **out, char *err,
+provider_new(const struct key_config *key, struct key_counters *counters,
+             struct event_base *base, struct provider **out, char *err,
              size_t errlen)
 {
+    int r;
+
     if (strcmp(key->provider, "local") == 0) {
-        return provider_local_new(key, out, err, errlen);
+        r = provider_local_new(key, out, err, errlen);
+    } else {
+        snprintf(err, errlen, "[key.%s]: unknown provider %s", key->alias,
+                 key->provider);
+        return KC_ECONFIG;
     }
-    snprintf(err, errlen, "[key.%s]: unknown provider %s", key->alias,
-             key->provider);
-    return KC_ECONFIG;
+    if (r == 0) {
+        (*out)->counters = counters;
+        (*out)->base = base;
+    }
+    return r;
 }
 
 void

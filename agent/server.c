@@ -40,8 +40,9 @@ struct conn {
     struct server *srv;
     struct bufferevent *bev;
     struct peer peer;
-    bool closing; /* free once the output has drained */
-    bool paused;  /* reading stopped for backpressure */
+    bool closing;    /* free once the output has drained */
+    bool paused;     /* reading stopped for backpressure */
+    size_t inflight; /* requests waiting on a key provider */
     struct conn *prev;
     struct conn *next;
 };
@@ -247,6 +248,7 @@ conn_free(struct conn *c)
     if (c->next != NULL) {
         c->next->prev = c->prev;
     }
+    dispatch_conn_closed(a, c);
     bufferevent_free(c->bev);
     log_debug("connection from pid %ld closed", (long)c->peer.pid);
     free(c);
@@ -256,15 +258,44 @@ conn_free(struct conn *c)
     }
 }
 
-/* Close after whatever is queued has been written. */
+static bool
+conn_is_drained(struct conn *c)
+{
+    return c->inflight == 0 &&
+           evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
+/* Close once requests in flight are answered and replies written. */
 static void
 conn_close_after_flush(struct conn *c)
 {
     c->closing = true;
     bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    if (conn_is_drained(c)) {
         conn_free(c);
     }
+}
+
+/*
+ * Stop reading while too many replies are queued or too many requests
+ * wait on providers; start again once both are back under their limits.
+ * Returns true when reading is (still) allowed.
+ */
+static bool
+conn_update_reading(struct conn *c)
+{
+    size_t queued = evbuffer_get_length(bufferevent_get_output(c->bev));
+    bool over = queued > OUT_HIGH ||
+                c->inflight >= c->srv->a->cfg->max_inflight;
+
+    if (over && !c->paused) {
+        c->paused = true;
+        bufferevent_disable(c->bev, EV_READ);
+    } else if (!over && c->paused && !c->closing) {
+        c->paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    return !c->paused;
 }
 
 /* A framing error: answer with id nil, then close (cannot resync). */
@@ -306,8 +337,13 @@ conn_handle_frame(struct conn *c, struct evbuffer *in, uint32_t len)
         goto out;
     }
     body.len = len;
-    if ((r = dispatch_request(c->srv->a, &c->peer, body.data, body.len,
-                              &out)) != 0) {
+    r = dispatch_request(c->srv->a, c, &c->peer, body.data, body.len, &out);
+    if (r == DISPATCH_PENDING) {
+        c->inflight++;
+        r = 0;
+        goto out;
+    }
+    if (r != 0) {
         goto out;
     }
     if (bufferevent_write(c->bev, out.data, out.len) != 0) {
@@ -349,9 +385,8 @@ conn_read_cb(struct bufferevent *bev, void *arg)
             conn_free(c);
             return;
         }
-        if (evbuffer_get_length(bufferevent_get_output(bev)) > OUT_HIGH) {
-            c->paused = true;
-            bufferevent_disable(bev, EV_READ);
+        if (!conn_update_reading(c)) {
+            return;
         }
     }
 }
@@ -363,13 +398,34 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 
     /* Called when the output has drained (low watermark 0). */
     if (c->closing) {
+        if (c->inflight == 0) {
+            conn_free(c);
+        }
+        return;
+    }
+    if (c->paused && conn_update_reading(c)) {
+        conn_read_cb(bev, c); /* frames may already be buffered */
+    }
+}
+
+void
+server_conn_reply(struct conn *c, const uint8_t *frame, size_t len)
+{
+    c->inflight--;
+    if (len > 0 && bufferevent_write(c->bev, frame, len) != 0) {
+        log_warn("connection from pid %ld: cannot queue a reply; closing",
+                 (long)c->peer.pid);
         conn_free(c);
         return;
     }
-    if (c->paused) {
-        c->paused = false;
-        bufferevent_enable(bev, EV_READ);
-        conn_read_cb(bev, c); /* frames may already be buffered */
+    if (c->closing) {
+        if (conn_is_drained(c)) {
+            conn_free(c);
+        }
+        return;
+    }
+    if (c->paused && conn_update_reading(c)) {
+        conn_read_cb(c->bev, c);
     }
 }
 
@@ -378,9 +434,8 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 {
     struct conn *c = arg;
 
-    if ((events & BEV_EVENT_EOF) != 0 &&
-        evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
-        /* Half-closed peer: still deliver queued replies. */
+    if ((events & BEV_EVENT_EOF) != 0 && !conn_is_drained(c)) {
+        /* Half-closed peer: still deliver replies owed to it. */
         conn_close_after_flush(c);
         return;
     }

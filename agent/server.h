@@ -33,4 +33,11 @@ KC_MUST_USE int server_socket_open(const char *path, mode_t mode, int *fd,
  */
 KC_MUST_USE int server_run(struct agent *a, int listen_fd, const char *path);
 
+/*
+ * server_conn_reply - deliver the response frame of a request that waited
+ * on a provider (len 0: none could be built) to conn, which must still be
+ * open (dispatch forgets closed ones).  May free conn.
+ */
+void server_conn_reply(struct conn *c, const uint8_t *frame, size_t len);
+
 #endif /* KC_SERVER_H */

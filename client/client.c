@@ -35,10 +35,6 @@
 /* A reply may exceed the agent's request limit by its own fields (a
  * decrypt reply carries the plaintext plus key alias and context). */
 #define CLIENT_REPLY_SLACK 65536
-/* Fixed request overhead bound: map header, id, op and field names. */
-#define CLIENT_REQ_OVERHEAD 128
-/* msgpack str/bin/map header bound per item. */
-#define CLIENT_ITEM_OVERHEAD 5
 
 struct kc_client {
     int fd;               /* -1 when not connected */
@@ -59,10 +55,6 @@ struct reply {
     size_t total; /* frame bytes to consume from rx */
     bool live;
 };
-
-static int client_call(struct kc_client *c, struct kc_buf *req,
-                       uint64_t id, struct reply *rep);
-static void reply_done(struct kc_client *c, struct reply *rep);
 
 /* printf-style into c->err; keeps the first message of a call. */
 __attribute__((format(printf, 2, 3))) static void
@@ -449,29 +441,72 @@ out:
 }
 
 /*
- * req_begin - start a request frame {id, op, ...nfields} in *b.
- * room bounds the caller's field bytes; it is reserved up front so no
- * later msgpack write can fail half-way (proto's pack helpers do not
- * report errors).  Returns 0, KC_ETOOBIG, KC_ENOMEM.
+ * Exact MessagePack sizes of what requests contain, so a request can be
+ * measured before it is packed: checked against the agent's limit
+ * without building it, and its buffer reserved once (proto's pack
+ * helpers do not report write errors, so nothing may fail half-way).
+ * All saturate at SIZE_MAX.
+ */
+static size_t
+sat_add(size_t a, size_t b)
+{
+    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
+static size_t
+mp_str_size(size_t n)
+{
+    return sat_add(n, n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5);
+}
+
+static size_t
+mp_bin_size(size_t n)
+{
+    return sat_add(n, n < 256 ? 2 : n < 65536 ? 3 : 5);
+}
+
+static size_t
+mp_map_size(size_t n)
+{
+    return n < 16 ? 1 : n < 65536 ? 3 : 5;
+}
+
+static size_t
+mp_uint_size(uint64_t v)
+{
+    return v < 128 ? 1 : v < 256 ? 2 : v < 65536 ? 3 : v <= UINT32_MAX ? 5
+                                                                       : 9;
+}
+
+/*
+ * req_begin - start a request frame {id, op, ...nfields} in *b, whose
+ * fields will take exactly fields_size bytes.  Returns 0, KC_ETOOBIG
+ * (over the agent's limit; nothing is built), KC_ENOMEM.
  */
 static int
 req_begin(struct kc_client *c, struct kc_buf *b, size_t *mark,
-          msgpack_packer *pk, const char *op, uint32_t nfields, size_t room,
-          uint64_t *id)
+          msgpack_packer *pk, const char *op, uint32_t nfields,
+          size_t fields_size, uint64_t *id)
 {
+    size_t body;
     int r;
 
-    kc_buf_init(b, 0);
-    if (room > c->max_frame) {
+    *id = c->next_id;
+    body = mp_map_size(2 + (size_t)nfields) + mp_str_size(2) +
+           mp_uint_size(*id) + mp_str_size(2) + mp_str_size(strlen(op));
+    body = sat_add(body, fields_size);
+    if (body > c->max_frame) {
         set_err(c, "request larger than the agent's limit of %zu bytes",
                 c->max_frame);
         return KC_ETOOBIG;
     }
-    if ((r = kc_buf_reserve(b, room + CLIENT_REQ_OVERHEAD)) != 0 ||
+    /* The cap makes any size mistake fail loudly in req_end. */
+    kc_buf_init(b, PROTO_FRAME_HDR + body);
+    if ((r = kc_buf_reserve(b, PROTO_FRAME_HDR + body)) != 0 ||
         (r = proto_frame_begin(b, mark)) != 0) {
         return r;
     }
-    *id = c->next_id++;
+    c->next_id++;
     proto_packer_init(pk, b);
     msgpack_pack_map(pk, 2 + nfields);
     proto_pack_cstr(pk, "id");
@@ -481,16 +516,15 @@ req_begin(struct kc_client *c, struct kc_buf *b, size_t *mark,
     return 0;
 }
 
+/* req_end - finish the frame; it must have filled its reservation. */
 static int
 req_end(struct kc_client *c, struct kc_buf *b, size_t mark)
 {
-    int r;
-
-    if ((r = proto_frame_end(b, mark, c->max_frame)) == KC_ETOOBIG) {
-        set_err(c, "request larger than the agent's limit of %zu bytes",
-                c->max_frame);
+    if (b->len != b->max) {
+        set_err(c, "internal error: request size mismatch");
+        return KC_EPROTO;
     }
-    return r;
+    return proto_frame_end(b, mark, c->max_frame);
 }
 
 /* hello: agree on version 1 and learn the agent's frame limit. */
@@ -505,7 +539,10 @@ client_hello(struct kc_client *c, int64_t deadline)
     uint64_t id = 0, v = 0, mf = 0;
     int r;
 
-    if ((r = req_begin(c, &req, &mark, &pk, "hello", 1, 16, &id)) != 0) {
+    kc_buf_init(&req, 0);
+    if ((r = req_begin(c, &req, &mark, &pk, "hello", 1,
+                       mp_str_size(8) + 1 + mp_uint_size(PROTO_VERSION),
+                       &id)) != 0) {
         goto out;
     }
     proto_pack_cstr(&pk, "versions");
@@ -581,8 +618,8 @@ client_call(struct kc_client *c, struct kc_buf *req, uint64_t id,
  */
 static int
 call_begin(struct kc_client *c, struct kc_buf *req, size_t *mark,
-           msgpack_packer *pk, const char *op, uint32_t nfields, size_t room,
-           uint64_t *id)
+           msgpack_packer *pk, const char *op, uint32_t nfields,
+           size_t fields_size, uint64_t *id)
 {
     int r;
 
@@ -591,7 +628,7 @@ call_begin(struct kc_client *c, struct kc_buf *req, size_t *mark,
     if ((r = client_ensure(c, now_ms() + c->timeout_ms)) != 0) {
         return r;
     }
-    return req_begin(c, req, mark, pk, op, nfields, room, id);
+    return req_begin(c, req, mark, pk, op, nfields, fields_size, id);
 }
 
 /* Make sure a failed call leaves a message, and the rx buffer empty. */
@@ -744,23 +781,24 @@ out:
     return call_end(c, r);
 }
 
-/* Bytes needed for the context map, or SIZE_MAX when ctx is invalid. */
+/* Packed size of the "context" field, or SIZE_MAX when ctx is invalid. */
 static size_t
-context_room(const struct kc_context_pair *ctx, size_t nctx)
+context_size(const struct kc_context_pair *ctx, size_t nctx)
 {
-    size_t i, room = CLIENT_ITEM_OVERHEAD + 16;
+    size_t i, n;
 
-    if (nctx > 0 && ctx == NULL) {
+    if ((nctx > 0 && ctx == NULL) || nctx > UINT32_MAX) {
         return SIZE_MAX;
     }
+    n = mp_str_size(7) + mp_map_size(nctx);
     for (i = 0; i < nctx; i++) {
         if (ctx[i].key == NULL || ctx[i].value == NULL) {
             return SIZE_MAX;
         }
-        room += strlen(ctx[i].key) + strlen(ctx[i].value) +
-                2 * CLIENT_ITEM_OVERHEAD;
+        n = sat_add(n, mp_str_size(strlen(ctx[i].key)));
+        n = sat_add(n, mp_str_size(strlen(ctx[i].value)));
     }
-    return room;
+    return n;
 }
 
 static void
@@ -804,7 +842,7 @@ kc_encrypt(struct kc_client *c, const char *alias,
     struct reply rep = {.live = false};
     struct kc_buf req;
     msgpack_packer pk;
-    size_t mark = 0, room;
+    size_t mark = 0, fsize;
     uint64_t id = 0;
     int r;
 
@@ -816,15 +854,13 @@ kc_encrypt(struct kc_client *c, const char *alias,
     }
     if (c == NULL || alias == NULL || ct == NULL || ct_len == NULL ||
         (pt == NULL && pt_len > 0) ||
-        (room = context_room(ctx, nctx)) == SIZE_MAX ||
-        nctx > UINT32_MAX) {
+        (fsize = context_size(ctx, nctx)) == SIZE_MAX) {
         return KC_EINVAL;
     }
-    if (pt_len > SIZE_MAX / 2 || strlen(alias) > SIZE_MAX / 4) {
-        return KC_ETOOBIG;
-    }
-    room += pt_len + strlen(alias) + 2 * CLIENT_ITEM_OVERHEAD + 32;
-    if ((r = call_begin(c, &req, &mark, &pk, "encrypt", 3, room, &id)) !=
+    fsize = sat_add(fsize, mp_str_size(3) + mp_str_size(9));
+    fsize = sat_add(fsize, mp_str_size(strlen(alias)));
+    fsize = sat_add(fsize, mp_bin_size(pt_len));
+    if ((r = call_begin(c, &req, &mark, &pk, "encrypt", 3, fsize, &id)) !=
         0) {
         goto out;
     }
@@ -852,7 +888,7 @@ kc_decrypt(struct kc_client *c, const uint8_t *ct, size_t ct_len,
     struct reply rep = {.live = false};
     struct kc_buf req;
     msgpack_packer pk;
-    size_t mark = 0, room;
+    size_t mark = 0, fsize;
     uint64_t id = 0;
     int r;
 
@@ -864,16 +900,15 @@ kc_decrypt(struct kc_client *c, const uint8_t *ct, size_t ct_len,
     }
     if (c == NULL || pt == NULL || pt_len == NULL ||
         (ct == NULL && ct_len > 0) ||
-        (room = context_room(ctx, nctx)) == SIZE_MAX ||
-        nctx > UINT32_MAX) {
+        (fsize = context_size(ctx, nctx)) == SIZE_MAX) {
         return KC_EINVAL;
     }
-    if (ct_len > SIZE_MAX / 2) {
-        return KC_ETOOBIG;
+    if (nctx == 0) {
+        fsize = 0;
     }
-    room += ct_len + CLIENT_ITEM_OVERHEAD + 32;
+    fsize = sat_add(fsize, mp_str_size(10) + mp_bin_size(ct_len));
     if ((r = call_begin(c, &req, &mark, &pk, "decrypt", nctx > 0 ? 2 : 1,
-                        room, &id)) != 0) {
+                        fsize, &id)) != 0) {
         goto out;
     }
     proto_pack_cstr(&pk, "ciphertext");

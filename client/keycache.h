@@ -18,6 +18,9 @@
  * be used from different threads concurrently.  kc_strerror, kc_errname,
  * kc_base64_* and kc_free are thread-safe.
  *
+ * Timeouts: each call is bounded by the client's timeout_ms, for
+ * connecting (when needed) and then for sending and receiving.
+ *
  * Fork: a client notices when it is used in a different process than the
  * one that connected it (getpid() changed) and reconnects on its own
  * socket before the next request, so parent and child never share one
@@ -62,8 +65,11 @@ struct kc_context_pair {
  * socket_path: NULL means $KEYCACHE_SOCKET, then KC_DEFAULT_SOCKET.
  * timeout_ms: per-call limit for connect, send and receive (0 = 30000).
  * Performs the hello exchange.  Returns 0 with *out owned by the caller
- * (kc_client_free), or KC_EINVAL (path too long), KC_ECONNECT,
- * KC_ETIMEOUT, KC_EVERSION, KC_ENOMEM.
+ * (kc_client_free), or KC_EINVAL (path too long for a Unix socket,
+ * negative timeout), KC_ECONNECT (no socket, nobody listening, no
+ * permission), KC_ETIMEOUT, KC_EVERSION, KC_EBUSY (agent refused the
+ * connection), KC_ECLOSED, KC_ENOMEM.  On failure *out is NULL and the
+ * reason text is lost; use kc_client_open + kc_client_connect to keep it.
  */
 KC_API KC_MUST_USE int kc_client_new(const char *socket_path, int timeout_ms,
                                      struct kc_client **out);

@@ -32,6 +32,8 @@
 #define EXIT_USAGE 2
 
 #define KEYGEN_BYTES 32
+/* ping/health serve liveness probes: fail fast unless told otherwise. */
+#define PROBE_TIMEOUT_MS 5000
 /* Ciphertext on stdin may be Base64 (4/3 larger) plus whitespace. */
 #define DECRYPT_INPUT_MAX (2 * (size_t)PROTO_DEFAULT_MAX_FRAME)
 
@@ -499,14 +501,15 @@ print_stats_table(const json_t *root)
     const json_t *ver = json_object_get(agent, "version");
 
     print_key_table(json_object_get(root, "keys"));
-    printf("\ncache: %lld entries (capacity %lld), %lld bytes locked, "
-           "%lld evictions, %lld expirations\n",
+    printf("\ncache: entries %lld of %lld, locked %lld bytes, "
+           "evictions %lld, expirations %lld\n",
            (long long)counter(cache, "entries"),
            (long long)counter(cache, "capacity"),
            (long long)counter(cache, "locked_bytes"),
            (long long)counter(cache, "evictions"),
            (long long)counter(cache, "expirations"));
-    printf("agent: %s, up %lld s, %lld connections, %lld requests\n",
+    printf("agent: version %s, uptime %lld s, connections %lld, "
+           "requests %lld\n",
            json_is_string(ver) ? json_string_value(ver) : "?",
            (long long)counter(agent, "uptime_seconds"),
            (long long)counter(agent, "connections"),
@@ -572,6 +575,9 @@ cmd_ping(struct ctl *g, int argc, char **argv)
                           NULL)) != -1) {
         return r;
     }
+    if (g->timeout_ms == 0) {
+        g->timeout_ms = PROBE_TIMEOUT_MS;
+    }
     if ((r = client_open(g, &c)) != 0) {
         return r;
     }
@@ -601,6 +607,9 @@ cmd_health(struct ctl *g, int argc, char **argv)
     if ((r = parse_simple(g, find_command("health"), argc, argv, NULL, 0,
                           NULL)) != -1) {
         return r;
+    }
+    if (g->timeout_ms == 0) {
+        g->timeout_ms = PROBE_TIMEOUT_MS;
     }
     if ((r = client_open(g, &c)) != 0) {
         goto out;
@@ -673,11 +682,13 @@ static const struct command commands[] = {
      "\"agent\": {...}}",
      "stats [--json]"},
     {"ping", cmd_ping,
-     "Round trip to the agent.  Exit 0 when it answers, 1 otherwise.",
+     "Round trip to the agent.  Exit 0 when it answers, 1 otherwise.\n"
+     "The timeout defaults to 5000 ms here.",
      "ping"},
     {"health", cmd_health,
      "Check that the agent accepts a connection, answers ping and reports\n"
-     "stats.  Exit 0 when healthy, 1 otherwise (suits a liveness probe).",
+     "stats.  Exit 0 when healthy, 1 otherwise (suits a liveness probe).\n"
+     "The timeout defaults to 5000 ms here.",
      "health"},
     {"encrypt", cmd_encrypt,
      "Encrypt stdin under key ALIAS; the ciphertext (an AWS Encryption SDK\n"
@@ -728,7 +739,8 @@ print_top_help(FILE *f)
             "else\n"
             "                      %s)\n"
             "  -t, --timeout MS    per-request timeout in milliseconds "
-            "(default 30000)\n"
+            "(default 30000;\n"
+            "                      5000 for ping and health)\n"
             "  -h, --help          this text; 'COMMAND --help' for a "
             "command\n"
             "  -V, --version       print the version\n\n"

@@ -345,21 +345,23 @@ int
 esdk_sig_pub_b64(EVP_PKEY *key, int nid, char *b64, size_t b64_size,
                  size_t *b64_len)
 {
-    uint8_t pub[ESDK_MAX_PUB_LEN + 8];
-    size_t pub_len = 0;
+    uint8_t pub[1 + 2 * 48], comp[ESDK_MAX_PUB_LEN];
+    size_t pub_len = 0, coord = sig_pub_len(nid) - 1;
 
-    if (EVP_PKEY_set_utf8_string_param(
-            key, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
-            OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_COMPRESSED) != 1 ||
-        EVP_PKEY_get_octet_string_param(key,
-                                        OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
-                                        pub, sizeof(pub), &pub_len) != 1 ||
-        pub_len != sig_pub_len(nid) ||
+    /* Read the uncompressed point 04 || X || Y and compress it by hand
+     * (02 or 03 by the parity of Y, then X): no dependence on the key's
+     * point-format setting. */
+    if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, pub,
+                                        sizeof(pub), &pub_len) != 1 ||
+        pub_len != 1 + 2 * coord || pub[0] != 0x04 ||
         b64_size < sodium_base64_ENCODED_LEN(
-                       pub_len, sodium_base64_VARIANT_ORIGINAL)) {
+                       coord + 1, sodium_base64_VARIANT_ORIGINAL)) {
+        ERR_clear_error();
         return KC_ESYS;
     }
-    sodium_bin2base64(b64, b64_size, pub, pub_len,
+    comp[0] = (uint8_t)(0x02 | (pub[pub_len - 1] & 1));
+    memcpy(comp + 1, pub + 1, coord);
+    sodium_bin2base64(b64, b64_size, comp, coord + 1,
                       sodium_base64_VARIANT_ORIGINAL);
     *b64_len = strlen(b64);
     return 0;

@@ -226,7 +226,10 @@ void esdk_header_free(struct esdk_header *h);
  * esdk_decrypt - with the unwrapped data key, verify the key commitment
  * (v2, constant time, before anything else), the header tag, every frame
  * tag and the footer signature (signing suites), then write the plaintext
- * to pt.  Nothing is written to pt unless everything verifies.
+ * to pt.  pt is emptied first (its max is kept and also limits the
+ * plaintext); it holds plaintext only if everything verifies, and is
+ * wiped and emptied on any failure.  msg must be the bytes given to
+ * esdk_header_parse for h.
  * Returns 0, KC_EAUTH (commitment, tag or signature mismatch), KC_EFORMAT
  * (bad body or footer, trailing bytes), KC_ETOOBIG (over lim), KC_ENOMEM.
  */

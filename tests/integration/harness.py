@@ -215,6 +215,7 @@ class Agent:
             os.path.dirname(config), "agent%d.log" % Agent.counter)
         self.proc = None
         self.returncode = None
+        self.signalled = None
 
     def argv(self):
         return [agent_path(), "--config", self.config] + self.args
@@ -268,6 +269,7 @@ class Agent:
         return self.proc is not None and self.proc.poll() is None
 
     def send_signal(self, signum):
+        self.signalled = signum
         self.proc.send_signal(signum)
 
     def stop(self, signum=signal.SIGTERM, timeout=STOP_TIMEOUT,
@@ -275,8 +277,11 @@ class Agent:
         """Signal, wait; with check, assert exit 0 and socket unlinked."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
+        # Signal once: a second signal while the agent is already shutting
+        # down would test something else.
+        if self.proc.poll() is None and self.signalled is None:
+            self.send_signal(signum)
+        signum = self.signalled or signum
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -112,6 +112,20 @@ reply_send(int fd, struct kc_buf *b, size_t mark)
     return r;
 }
 
+static int
+error_send(int fd, bool has_id, uint64_t id, int code, const char *msg)
+{
+    struct kc_buf b;
+    msgpack_packer pk;
+    size_t mark;
+
+    kc_buf_init(&b, 0);
+    assert_int_equal(proto_frame_begin(&b, &mark), 0);
+    proto_packer_init(&pk, &b);
+    proto_pack_error(&pk, has_id, id, code, msg);
+    return reply_send(fd, &b, mark);
+}
+
 static void
 pack_ok_head(msgpack_packer *pk, uint64_t id)
 {
@@ -129,10 +143,9 @@ reply_hello(struct fake *f, int fd, uint64_t id)
     size_t mark;
 
     if (f->mode == FAKE_BUSY_HELLO) {
-        reply_begin(&b, &mark, &pk, 0);
-        b.len = mark + PROTO_FRAME_HDR; /* drop the empty map header */
-        proto_pack_error(&pk, false, 0, KC_EBUSY, "too many clients");
-        return reply_send(fd, &b, mark) == 0 ? 1 : -1;
+        return error_send(fd, false, 0, KC_EBUSY, "too many clients") == 0
+                   ? 1
+                   : -1;
     }
     reply_begin(&b, &mark, &pk, 6);
     pack_ok_head(&pk, id);
@@ -267,9 +280,7 @@ handle_request(struct fake *f, int fd, const msgpack_object *req)
     static const uint8_t garbage[] = {0, 0, 0, 2, 0xc1, 0xc1};
     static const uint8_t huge[] = {0x80, 0, 0, 0, 0x80};
     const char *op = NULL;
-    struct kc_buf b;
-    msgpack_packer pk;
-    size_t op_len = 0, mark;
+    size_t op_len = 0;
     uint64_t id = 0;
 
     assert_int_equal(proto_get_uint(req, "id", true, &id), 0);
@@ -284,11 +295,8 @@ handle_request(struct fake *f, int fd, const msgpack_object *req)
     case FAKE_SILENT:
         return 0;
     case FAKE_DENY:
-        reply_begin(&b, &mark, &pk, 0);
-        b.len = mark + PROTO_FRAME_HDR;
-        proto_pack_error(&pk, true, id, KC_EDENIED,
-                         "peer uid 1000 may not use key 'users-email'\n");
-        return reply_send(fd, &b, mark);
+        return error_send(fd, true, id, KC_EDENIED,
+                          "peer uid 1000 may not use key 'users-email'\n");
     case FAKE_STALE_ID:
         if (reply_plain_ok(fd, id + 1000) != 0) {
             return -1;
@@ -666,6 +674,38 @@ test_too_big_local(void **state)
     fake_stop(f);
 }
 
+/*
+ * The request size check is exact: a body of exactly max_frame goes
+ * through, one byte more is refused locally.  The encrypt request below
+ * has 81 bytes besides the plaintext: map header 1, "id" 3, id 2 -> 1,
+ * "op" 3, "encrypt" 8, "key" 4, "users-email" 12, "plaintext" 10, bin32
+ * header 5, and the context field 34.
+ */
+static void
+test_exact_limit(void **state)
+{
+    struct fake *f = fake_start(FAKE_GOOD);
+    struct kc_client *c = NULL;
+    size_t n = PROTO_DEFAULT_MAX_FRAME - 81;
+    uint8_t *pt = calloc(1, n + 1), *ct = NULL;
+    size_t ct_len = 0;
+
+    (void)state;
+    assert_non_null(pt);
+    assert_int_equal(kc_client_new(f->path, 5000, &c), 0);
+    assert_int_equal(kc_encrypt(c, "users-email", users_ctx, 2, pt, n, &ct,
+                                &ct_len), 0);
+    assert_int_equal(ct_len, n + 3);
+    kc_free(ct);
+    ct = NULL;
+    assert_int_equal(kc_encrypt(c, "users-email", users_ctx, 2, pt, n + 1,
+                                &ct, &ct_len), KC_ETOOBIG);
+    assert_int_equal(atomic_load(&f->requests), 1);
+    kc_client_free(c);
+    free(pt);
+    fake_stop(f);
+}
+
 static void
 test_stale_id_skipped(void **state)
 {
@@ -892,6 +932,7 @@ main(void)
         cmocka_unit_test(test_error_reply),
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_too_big_local),
+        cmocka_unit_test(test_exact_limit),
         cmocka_unit_test(test_stale_id_skipped),
         cmocka_unit_test(test_garbage_reply),
         cmocka_unit_test(test_huge_reply_refused),

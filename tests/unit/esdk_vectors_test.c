@@ -206,13 +206,15 @@ run_manifest_case(json_t *c, struct counts *cnt)
     const char *set = json_string_value(json_object_get(c, "set"));
     const char *exp = json_string_value(json_object_get(c, "expected"));
     json_t *req = json_object_get(c, "required_encryption_context_keys");
-    struct kc_buf pt;
+    json_t *none;
+    struct kc_buf pt, pt2;
     uint8_t *msg = NULL, *want = NULL, *key = NULL;
     size_t len = 0, want_len = 0, key_len = 0;
     bool ok;
-    int r;
+    int r, r2;
 
     kc_buf_init(&pt, 0);
+    kc_buf_init(&pt2, 0);
     msg = read_file(json_string_value(json_object_get(c, "ciphertext")),
                     &len);
     want = read_file(json_string_value(json_object_get(c, "plaintext")),
@@ -236,6 +238,18 @@ run_manifest_case(json_t *c, struct counts *cnt)
     } else {
         ok = r != 0 && pt.len == 0;
     }
+    /* A required-context message must fail cleanly without its pairs. */
+    if (ok && json_array_size(req) > 0) {
+        none = json_object();
+        r2 = cmm_decrypt(msg, len, key, key_len,
+                         json_string_value(json_object_get(c, "provider_id")),
+                         json_string_value(json_object_get(c, "key_name")),
+                         none, NULL, &pt2);
+        json_decref(none);
+        ok = r2 != 0 && pt2.len == 0;
+        printf("  %-18s RECMM without reproduced context: %s (%s)\n", set,
+               ok ? "fails cleanly" : "FAILED", kc_errname(r2));
+    }
     printf("  %-18s suite %s %-8s %s: %s (%s)\n", set,
            json_string_value(json_object_get(c, "algorithm_suite")),
            json_array_size(req) > 0 ? "RECMM" : "default",
@@ -247,6 +261,7 @@ run_manifest_case(json_t *c, struct counts *cnt)
     }
 out:
     kc_buf_clear(&pt);
+    kc_buf_clear(&pt2);
     free(msg);
     free(want);
     free(key);

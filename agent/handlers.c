@@ -1,0 +1,463 @@
+/*
+ * handlers.c - the ops: hello, ping, encrypt, decrypt, stats.
+ *
+ * Each handler reads its fields from the request map, does its work, and
+ * only then packs a success response; on failure it returns a KC_E* code
+ * with a client-safe message in rq->msg (never plaintext, key bytes or
+ * encryption-context values).  A handler that must wait for a provider
+ * returns REQ_PENDING and is run again from the start later (request.h).
+ */
+#include <msgpack.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keymem.h"
+#include "log.h"
+#include "request.h"
+#include "wire.h"
+
+#define fail req_fail
+
+/* Copy at most 32 printable ASCII bytes of a peer string for a message. */
+static void
+safe_copy(char *dst, size_t dstlen, const char *s, size_t n)
+{
+    size_t i, o = 0;
+
+    for (i = 0; i < n && o + 1 < dstlen && o < 32; i++) {
+        dst[o++] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    }
+    dst[o] = '\0';
+}
+
+static void
+pack_ok_header(struct req *rq, uint32_t nfields)
+{
+    msgpack_pack_map(&rq->pk, 2 + nfields);
+    proto_pack_cstr(&rq->pk, "id");
+    msgpack_pack_uint64(&rq->pk, rq->id);
+    proto_pack_cstr(&rq->pk, "ok");
+    msgpack_pack_true(&rq->pk);
+}
+
+/*
+ * Read the optional map field `key` as an encryption context: every key
+ * and value a msgpack str.  Duplicates and bad UTF-8 are refused by
+ * esdk_ec_add.
+ */
+static int
+get_context(struct req *rq, const char *key, struct esdk_ec *ec)
+{
+    const msgpack_object *m;
+    uint32_t i;
+    int r;
+
+    if ((r = proto_get_map(rq->map, key, false, &m)) == 1) {
+        return 0;
+    }
+    if (r != 0) {
+        return fail(rq, KC_EINVAL, "field '%s' must be a map", key);
+    }
+    for (i = 0; i < m->via.map.size; i++) {
+        const msgpack_object *k = &m->via.map.ptr[i].key;
+        const msgpack_object *v = &m->via.map.ptr[i].val;
+
+        if (k->type != MSGPACK_OBJECT_STR || v->type != MSGPACK_OBJECT_STR) {
+            return fail(rq, KC_EINVAL,
+                        "field '%s': keys and values must be strings", key);
+        }
+        r = esdk_ec_add(ec, k->via.str.ptr, k->via.str.size, v->via.str.ptr,
+                        v->via.str.size);
+        if (r == KC_ETOOBIG) {
+            return fail(rq, KC_ETOOBIG, "field '%s': entry over 65535 bytes",
+                        key);
+        }
+        if (r != 0) {
+            return fail(rq, r == KC_ENOMEM ? r : KC_ECONTEXT,
+                        "field '%s': empty or duplicate key, or not UTF-8",
+                        key);
+        }
+    }
+    return 0;
+}
+
+static int
+get_slot(struct req *rq, struct keyslot **out)
+{
+    const char *alias;
+    size_t len;
+    char shown[40];
+
+    if (proto_get_str(rq->map, "key", true, &alias, &len) != 0) {
+        return fail(rq, KC_EINVAL, "field 'key' (string) is required");
+    }
+    if ((*out = keyring_find(rq->a->keys, alias, len)) == NULL) {
+        safe_copy(shown, sizeof(shown), alias, len);
+        return fail(rq, KC_ENOKEY, "no key alias '%s' is configured", shown);
+    }
+    rq->slot = *out;
+    return 0;
+}
+
+int
+handle_hello(struct req *rq)
+{
+    const msgpack_object *v = proto_map_get(rq->map, "versions");
+    bool found = false;
+    uint32_t i;
+    size_t k;
+
+    if (v == NULL || v->type != MSGPACK_OBJECT_ARRAY) {
+        return fail(rq, KC_EINVAL, "field 'versions' (array) is required");
+    }
+    for (i = 0; i < v->via.array.size; i++) {
+        const msgpack_object *e = &v->via.array.ptr[i];
+
+        if (e->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            e->via.u64 == PROTO_VERSION) {
+            found = true;
+        }
+    }
+    if (!found) {
+        return fail(rq, KC_EVERSION,
+                    "no protocol version in common; this agent speaks %d",
+                    PROTO_VERSION);
+    }
+    pack_ok_header(rq, 4);
+    proto_pack_cstr(&rq->pk, "version");
+    msgpack_pack_uint32(&rq->pk, PROTO_VERSION);
+    proto_pack_cstr(&rq->pk, "agent");
+    proto_pack_cstr(&rq->pk, "keycache-agent " KC_VERSION);
+    proto_pack_cstr(&rq->pk, "max_frame");
+    msgpack_pack_uint64(&rq->pk, rq->a->cfg->max_frame);
+    proto_pack_cstr(&rq->pk, "ops");
+    msgpack_pack_array(&rq->pk, dispatch_op_count());
+    for (k = 0; k < dispatch_op_count(); k++) {
+        proto_pack_cstr(&rq->pk, dispatch_op_name(k));
+    }
+    return 0;
+}
+
+int
+handle_ping(struct req *rq)
+{
+    pack_ok_header(rq, 0);
+    return 0;
+}
+
+/*
+ * Account one message against e; retire it exactly at a cap, so with
+ * max_messages = N exactly N messages use one data key.
+ */
+static void
+use_enc_entry(struct req *rq, struct cache_entry *e, size_t pt_len)
+{
+    const struct key_config *k = e->slot->cfg;
+
+    e->messages++;
+    e->bytes += pt_len;
+    if (e->messages >= k->max_messages || e->bytes >= k->max_bytes) {
+        log_info("key %s: data key used for %llu messages, %llu bytes; "
+                 "retired at its cap", k->alias,
+                 (unsigned long long)e->messages,
+                 (unsigned long long)e->bytes);
+        cache_retire(rq->a->cache, e);
+    }
+}
+
+/*
+ * The EDKs for one message.  The non-signing suite reuses the entry's
+ * EDKs; a signing suite puts this message's public key in the context,
+ * so the data key is wrapped again (by local keys, see keyring.c) with
+ * that context, under the primary key and every also_wrap_with key.
+ */
+static int
+message_edks(struct req *rq, struct keyslot *slot, struct cache_entry *e,
+             const struct esdk_ec *ec, struct esdk_enc *enc,
+             struct esdk_edk_list *edks)
+{
+    const uint8_t *aad;
+    size_t aad_len, i;
+    int r;
+
+    if (slot->cfg->suite == ESDK_SUITE_AES256_HKDF_SHA512_COMMIT) {
+        return esdk_edk_list_copy(edks, &e->edks);
+    }
+    esdk_enc_wrapping_aad(enc, &aad, &aad_len);
+    for (i = 0; i <= slot->nextra; i++) {
+        struct provider *p = i == 0 ? slot->provider
+                                    : slot->extra[i - 1]->provider;
+
+        r = p->ops->wrap(p, ec, aad, aad_len, e->dk, e->dk_len, edks, NULL,
+                         NULL, NULL);
+        if (r != 0) {
+            return r == PROVIDER_PENDING ? KC_EUNSUPPORTED : r;
+        }
+    }
+    return 0;
+}
+
+static int
+encrypt_message(struct req *rq, struct keyslot *slot, const struct esdk_ec *ec,
+                const uint8_t *pt, size_t pt_len, struct kc_buf *ct)
+{
+    const struct key_config *k = slot->cfg;
+    struct esdk_enc *enc = NULL;
+    struct esdk_edk_list edks;
+    struct cache_entry *e = NULL;
+    struct kc_buf ec_ser;
+    int r;
+
+    esdk_edk_list_init(&edks);
+    kc_buf_init(&ec_ser, 0);
+    if ((r = esdk_ec_serialize(ec, &ec_ser)) != 0) {
+        r = fail(rq, r, "encryption context over 65535 bytes serialized");
+        goto out;
+    }
+    if ((r = flight_enc_entry(rq, slot, ec, ec_ser.data, ec_ser.len, pt_len,
+                              &e)) != 0) {
+        goto out;
+    }
+    if ((r = esdk_enc_new(k->suite, ec, &enc)) != 0) {
+        r = fail(rq, r, "cannot start message: %s", kc_strerror(r));
+        goto out;
+    }
+    if ((r = message_edks(rq, slot, e, ec, enc, &edks)) != 0) {
+        r = fail(rq, r == KC_ENOMEM ? r : KC_EPROVIDER,
+                 "cannot wrap the data key: %s", kc_strerror(r));
+        goto out;
+    }
+    r = esdk_enc_finish(enc, e->dk, e->dk_len, &edks, k->frame_len, pt,
+                        pt_len, ct);
+    if (r != 0) {
+        r = fail(rq, r, "encryption failed: %s", kc_strerror(r));
+        goto out;
+    }
+    use_enc_entry(rq, e, pt_len);
+out:
+    esdk_enc_free(enc);
+    esdk_edk_list_clear(&edks);
+    kc_buf_clear(&ec_ser);
+    return r;
+}
+
+int
+handle_encrypt(struct req *rq)
+{
+    struct keyslot *slot;
+    struct esdk_ec ec;
+    struct kc_buf ct;
+    const uint8_t *pt;
+    size_t pt_len;
+    int r;
+
+    esdk_ec_init(&ec);
+    kc_buf_init(&ct, 0);
+    if ((r = get_slot(rq, &slot)) != 0) {
+        goto out;
+    }
+    if (proto_get_bin(rq->map, "plaintext", true, &pt, &pt_len) != 0) {
+        r = fail(rq, KC_EINVAL, "field 'plaintext' (bin) is required");
+        goto out;
+    }
+    if (pt_len > PROTO_MAX_PLAINTEXT) {
+        r = fail(rq, KC_ETOOBIG, "plaintext is %zu bytes; the limit is %d",
+                 pt_len, PROTO_MAX_PLAINTEXT);
+        goto out;
+    }
+    if ((r = get_context(rq, "context", &ec)) != 0) {
+        goto out;
+    }
+    if (esdk_ec_check_caller(&ec) != 0) {
+        r = fail(rq, KC_ECONTEXT,
+                 "context keys starting with 'aws-crypto-' are reserved");
+        goto out;
+    }
+    if ((r = encrypt_message(rq, slot, &ec, pt, pt_len, &ct)) != 0) {
+        goto out;
+    }
+    slot->n.encrypt++;
+    pack_ok_header(rq, 1);
+    proto_pack_cstr(&rq->pk, "ciphertext");
+    proto_pack_bin(&rq->pk, ct.data, ct.len);
+out:
+    esdk_ec_clear(&ec);
+    kc_buf_clear(&ct);
+    return r;
+}
+
+/*
+ * Try every EDK of the message against every alias whose provider claims
+ * it, in header order; the first data key that unwraps decrypts.  A
+ * provider failure on one EDK moves on to the next; the last such
+ * failure is reported if none works.
+ */
+static int
+decrypt_message(struct req *rq, const struct esdk_header *h,
+                const uint8_t *msg, size_t len, struct kc_buf *pt)
+{
+    struct keyring *kr = rq->a->keys;
+    const uint8_t *dk;
+    size_t i, j;
+    int r, last = 0;
+
+    for (i = 0; i < h->edks.n; i++) {
+        for (j = 0; j < kr->n; j++) {
+            struct keyslot *slot = &kr->slots[j];
+
+            if (!slot->provider->ops->edk_matches(slot->provider,
+                                                  &h->edks.v[i])) {
+                continue;
+            }
+            r = flight_dec_key(rq, slot, h, &h->edks.v[i], &dk);
+            if (r == REQ_PENDING) {
+                return r;
+            }
+            if (r != 0) {
+                last = r;
+                continue;
+            }
+            rq->slot = slot;
+            r = esdk_decrypt(h, msg, len, dk, h->suite->key_len,
+                             &rq->a->limits, pt);
+            if (r != 0) {
+                return fail(rq, r, "message does not verify: %s",
+                            kc_strerror(r));
+            }
+            return 0;
+        }
+    }
+    if (last != 0) {
+        return last; /* message already set by the failing flight */
+    }
+    return fail(rq, KC_ENODATAKEY,
+                "no configured key could unwrap any of the message's %zu "
+                "data keys", h->edks.n);
+}
+
+static void
+pack_context(msgpack_packer *pk, const struct esdk_ec *ec)
+{
+    size_t i;
+
+    msgpack_pack_map(pk, ec->n);
+    for (i = 0; i < ec->n; i++) {
+        proto_pack_strn(pk, (const char *)ec->pairs[i].key,
+                        ec->pairs[i].key_len);
+        proto_pack_strn(pk, (const char *)ec->pairs[i].val,
+                        ec->pairs[i].val_len);
+    }
+}
+
+int
+handle_decrypt(struct req *rq)
+{
+    struct esdk_header *h = NULL;
+    struct esdk_ec want;
+    struct kc_buf pt;
+    const uint8_t *ct;
+    size_t ct_len;
+    int r;
+
+    esdk_ec_init(&want);
+    kc_buf_init(&pt, 0);
+    if (proto_get_bin(rq->map, "ciphertext", true, &ct, &ct_len) != 0) {
+        r = fail(rq, KC_EINVAL, "field 'ciphertext' (bin) is required");
+        goto out;
+    }
+    if ((r = get_context(rq, "context", &want)) != 0) {
+        goto out;
+    }
+    if ((r = esdk_header_parse(ct, ct_len, &rq->a->limits, &h)) != 0) {
+        r = fail(rq, r, "cannot read message header: %s", kc_strerror(r));
+        goto out;
+    }
+    if (!esdk_ec_contains(&h->ec, &want)) {
+        r = fail(rq, KC_ECONTEXT,
+                 "the message's encryption context does not contain the "
+                 "requested pairs");
+        goto out;
+    }
+    if ((r = decrypt_message(rq, h, ct, ct_len, &pt)) != 0) {
+        goto out;
+    }
+    rq->slot->n.decrypt++;
+    pack_ok_header(rq, 3);
+    proto_pack_cstr(&rq->pk, "plaintext");
+    proto_pack_bin(&rq->pk, pt.data, pt.len);
+    proto_pack_cstr(&rq->pk, "key");
+    proto_pack_cstr(&rq->pk, rq->slot->cfg->alias);
+    proto_pack_cstr(&rq->pk, "context");
+    pack_context(&rq->pk, &h->ec);
+out:
+    esdk_header_free(h);
+    esdk_ec_clear(&want);
+    kc_buf_clear(&pt);
+    return r;
+}
+
+static void
+pack_u64(msgpack_packer *pk, const char *name, uint64_t v)
+{
+    proto_pack_cstr(pk, name);
+    msgpack_pack_uint64(pk, v);
+}
+
+static void
+pack_key_stats(msgpack_packer *pk, const struct keyslot *s)
+{
+    msgpack_pack_map(pk, 9);
+    pack_u64(pk, "encrypt", s->n.encrypt);
+    pack_u64(pk, "decrypt", s->n.decrypt);
+    pack_u64(pk, "errors", s->n.errors);
+    pack_u64(pk, "cache_hits", s->n.cache_hits);
+    pack_u64(pk, "cache_misses", s->n.cache_misses);
+    pack_u64(pk, "provider_calls", s->n.provider_calls);
+    pack_u64(pk, "provider_errors", s->n.provider_errors);
+    pack_u64(pk, "entries", s->entries);
+    pack_u64(pk, "locked_bytes", (uint64_t)s->entries * KEYMEM_SLOT_SIZE);
+}
+
+int
+handle_stats(struct req *rq)
+{
+    struct agent *a = rq->a;
+    msgpack_packer *pk = &rq->pk;
+    struct cache_totals t;
+    size_t i;
+
+    cache_totals_get(a->cache, &t);
+    pack_ok_header(rq, 1);
+    proto_pack_cstr(pk, "stats");
+    msgpack_pack_map(pk, 3);
+
+    proto_pack_cstr(pk, "keys");
+    msgpack_pack_map(pk, a->keys->n);
+    for (i = 0; i < a->keys->n; i++) {
+        proto_pack_cstr(pk, a->keys->slots[i].cfg->alias);
+        pack_key_stats(pk, &a->keys->slots[i]);
+    }
+
+    proto_pack_cstr(pk, "cache");
+    msgpack_pack_map(pk, 7);
+    pack_u64(pk, "entries", t.entries);
+    pack_u64(pk, "capacity", t.capacity);
+    pack_u64(pk, "locked_bytes", keymem_locked_bytes());
+    pack_u64(pk, "locked_bytes_in_use",
+             (uint64_t)keymem_slots_used() * KEYMEM_SLOT_SIZE);
+    pack_u64(pk, "evictions", t.evictions);
+    pack_u64(pk, "expirations", t.expirations);
+    pack_u64(pk, "retired", t.retired);
+
+    proto_pack_cstr(pk, "agent");
+    msgpack_pack_map(pk, 5);
+    proto_pack_cstr(pk, "version");
+    proto_pack_cstr(pk, KC_VERSION);
+    pack_u64(pk, "uptime_seconds",
+             (cache_clock_monotonic() - a->started_ms) / 1000);
+    pack_u64(pk, "connections", a->nconns);
+    pack_u64(pk, "connections_total", a->n.connections);
+    pack_u64(pk, "requests", a->n.requests);
+    return 0;
+}
+
