@@ -20,6 +20,8 @@ struct parse_state {
     struct key_config *cur;      /* section being filled, or NULL */
     struct key_config **tail;
     char cur_section[128];
+    char seen_names[32][32]; /* names set in the current section */
+    size_t nseen;
     char err[256];
 };
 
@@ -358,6 +360,31 @@ key_new(struct parse_state *st, const char *alias)
     return k;
 }
 
+/*
+ * A name set twice in one section is an error, not a silent override:
+ * it is usually a section repeated by mistake (inih merges a section
+ * that appears twice in a row).
+ */
+static bool
+seen_twice(struct parse_state *st, const char *section, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < st->nseen; i++) {
+        if (strcmp(st->seen_names[i], name) == 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "'%.40s' set twice in [%.80s] (is the section or "
+                     "alias defined twice?)", name, section);
+            return true;
+        }
+    }
+    if (st->nseen < sizeof(st->seen_names) / sizeof(st->seen_names[0])) {
+        snprintf(st->seen_names[st->nseen++], sizeof(st->seen_names[0]),
+                 "%s", name);
+    }
+    return false;
+}
+
 static int
 config_ini_line(void *user, const char *section, const char *name,
             const char *value)
@@ -370,6 +397,7 @@ config_ini_line(void *user, const char *section, const char *name,
     if (strcmp(section, st->cur_section) != 0) {
         snprintf(st->cur_section, sizeof(st->cur_section), "%s", section);
         st->cur = NULL;
+        st->nseen = 0;
         if (strncmp(section, "key.", 4) == 0) {
             if ((st->cur = key_new(st, section + 4)) == NULL) {
                 return 0;
@@ -380,6 +408,9 @@ config_ini_line(void *user, const char *section, const char *name,
                      "[key.ALIAS])", section);
             return 0;
         }
+    }
+    if (seen_twice(st, section, name)) {
+        return 0;
     }
     if (st->cur != NULL) {
         return key_key(st, name, value) == 0;

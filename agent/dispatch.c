@@ -148,7 +148,10 @@ run_request(struct agent *a, struct pending *pend, const struct peer *peer,
     proto_packer_init(&rq.pk, out);
 
     if ((r = proto_unpack_map(body, len, &u)) != 0) {
-        req_fail(&rq, r, "request is not a single msgpack map");
+        req_fail(&rq, r, r == KC_ETOOBIG
+                             ? "request has too many or too deeply nested "
+                               "msgpack elements"
+                             : "request is not a single msgpack map");
     } else {
         rq.map = &u.data;
         if (proto_get_uint(rq.map, "id", true, &rq.id) != 0) {
@@ -166,7 +169,8 @@ run_request(struct agent *a, struct pending *pend, const struct peer *peer,
         *wait_on = rq.wait_on;
         return REQ_PENDING;
     }
-    if (r == 0 && proto_frame_end(out, mark, a->cfg->max_frame) != 0) {
+    if (r == 0 && proto_frame_end(out, mark, a->cfg->max_frame +
+                                                 PROTO_RESPONSE_SLACK) != 0) {
         r = req_fail(&rq, KC_ETOOBIG, "response would exceed max_frame");
     }
     if (r != 0) {

@@ -279,17 +279,23 @@ flight_find(struct agent *a, const uint8_t id[CACHE_ID_LEN])
     return NULL;
 }
 
-/* Explain a provider failure to the client, with the backend's ids. */
+/*
+ * Explain a provider failure to the client, with the backend's ids.  A
+ * data key that does not authenticate under our key is KC_ENODATAKEY
+ * (this key cannot open that message); anything else is KC_EPROVIDER.
+ */
 static int
 fail_provider(struct req *rq, int status, const struct provider_error *pe)
 {
+    int code = status == KC_EAUTH ? KC_ENODATAKEY : KC_EPROVIDER;
     const char *what = status == KC_EAUTH ? "rejected" : "failed";
 
     if (pe == NULL || (pe->code[0] == '\0' && pe->message[0] == '\0')) {
-        return req_fail(rq, KC_EPROVIDER, "key provider %s: %s",
-                        what, kc_strerror(status));
+        return req_fail(rq, code, "key %s: provider %s the data key: %s",
+                        rq->slot != NULL ? rq->slot->cfg->alias : "?", what,
+                        kc_strerror(status));
     }
-    return req_fail(rq, KC_EPROVIDER,
+    return req_fail(rq, code,
                     "key provider %s: %s (http %d, code %s, request id %s): "
                     "%s", what, kc_errname(status), pe->http_status,
                     pe->code[0] ? pe->code : "-",

@@ -123,13 +123,16 @@ handle_hello(struct req *rq)
                     "no protocol version in common; this agent speaks %d",
                     PROTO_VERSION);
     }
-    pack_ok_header(rq, 4);
+    pack_ok_header(rq, 5);
     proto_pack_cstr(&rq->pk, "version");
     msgpack_pack_uint32(&rq->pk, PROTO_VERSION);
     proto_pack_cstr(&rq->pk, "agent");
     proto_pack_cstr(&rq->pk, "keycache-agent " KC_VERSION);
     proto_pack_cstr(&rq->pk, "max_frame");
     msgpack_pack_uint64(&rq->pk, rq->a->cfg->max_frame);
+    proto_pack_cstr(&rq->pk, "max_response");
+    msgpack_pack_uint64(&rq->pk,
+                        rq->a->cfg->max_frame + PROTO_RESPONSE_SLACK);
     proto_pack_cstr(&rq->pk, "ops");
     msgpack_pack_array(&rq->pk, dispatch_op_count());
     for (k = 0; k < dispatch_op_count(); k++) {

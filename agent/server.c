@@ -197,8 +197,8 @@ server_socket_open(const char *path, mode_t mode, int *out, char *err,
     sun.sun_family = AF_UNIX;
     if (strlen(path) >= sizeof(sun.sun_path)) {
         snprintf(err, errlen,
-                 "socket path is %zu bytes; a Unix socket path must be "
-                 "shorter than %zu", strlen(path), sizeof(sun.sun_path));
+                 "socket path too long: %zu bytes; a Unix socket path must "
+                 "be shorter than %zu", strlen(path), sizeof(sun.sun_path));
         return KC_EINVAL;
     }
     memcpy(sun.sun_path, path, strlen(path) + 1);

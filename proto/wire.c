@@ -71,11 +71,164 @@ proto_packer_init(msgpack_packer *pk, struct kc_buf *b)
     msgpack_packer_init(pk, b, kc_buf_write_cb);
 }
 
+/* Bytes of payload following a msgpack type byte, or SIZE_MAX if the
+ * byte is a container or invalid (handled by the caller). */
+static int
+scan_scalar(struct kc_rd *r, uint8_t t)
+{
+    static const uint8_t fixed[] = {
+        /* 0xc0..0xdf: bytes after the type byte for fixed-size types */
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 1, 2, 4, 8,
+        1, 2, 4, 8, 2, 3, 5, 9, 17, 0, 0, 0, 0, 0, 0, 0,
+    };
+    const uint8_t *p;
+    uint8_t l8;
+    uint16_t l16;
+    uint32_t l32;
+    size_t n;
+
+    if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) {
+        return 0;
+    }
+    if (t >= 0xa0 && t <= 0xbf) {
+        return kc_rd_bytes(r, t & 0x1f, &p);
+    }
+    switch (t) {
+    case 0xc4: case 0xd9: /* bin8, str8 */
+        if (kc_rd_u8(r, &l8) != 0) {
+            return KC_EPROTO;
+        }
+        return kc_rd_bytes(r, l8, &p);
+    case 0xc5: case 0xda:
+        if (kc_rd_u16(r, &l16) != 0) {
+            return KC_EPROTO;
+        }
+        return kc_rd_bytes(r, l16, &p);
+    case 0xc6: case 0xdb:
+        if (kc_rd_u32(r, &l32) != 0) {
+            return KC_EPROTO;
+        }
+        return kc_rd_bytes(r, l32, &p);
+    case 0xc7: /* ext8: length, type, data */
+        if (kc_rd_u8(r, &l8) != 0) {
+            return KC_EPROTO;
+        }
+        return kc_rd_bytes(r, (size_t)l8 + 1, &p);
+    case 0xc8:
+        if (kc_rd_u16(r, &l16) != 0) {
+            return KC_EPROTO;
+        }
+        return kc_rd_bytes(r, (size_t)l16 + 1, &p);
+    case 0xc9:
+        if (kc_rd_u32(r, &l32) != 0) {
+            return KC_EPROTO;
+        }
+        return kc_rd_bytes(r, (size_t)l32 + 1, &p);
+    default:
+        break;
+    }
+    if (t >= 0xc0 && t <= 0xdf && (n = fixed[t - 0xc0]) != 0) {
+        return kc_rd_bytes(r, n, &p);
+    }
+    return KC_EPROTO; /* 0xc1 is never used; containers handled above */
+}
+
+/* Element count of a container type byte (pairs count double). */
+static int
+scan_container(struct kc_rd *r, uint8_t t, uint64_t *elems, bool *is_cont)
+{
+    uint16_t c16;
+    uint32_t c32;
+
+    *is_cont = true;
+    if (t >= 0x80 && t <= 0x8f) {
+        *elems = (uint64_t)(t & 0x0f) * 2;
+    } else if (t >= 0x90 && t <= 0x9f) {
+        *elems = t & 0x0f;
+    } else if (t == 0xdc || t == 0xde) {
+        if (kc_rd_u16(r, &c16) != 0) {
+            return KC_EPROTO;
+        }
+        *elems = t == 0xde ? (uint64_t)c16 * 2 : c16;
+    } else if (t == 0xdd || t == 0xdf) {
+        if (kc_rd_u32(r, &c32) != 0) {
+            return KC_EPROTO;
+        }
+        *elems = t == 0xdf ? (uint64_t)c32 * 2 : c32;
+    } else {
+        *is_cont = false;
+    }
+    return 0;
+}
+
+int
+proto_msgpack_check(const uint8_t *p, size_t len, size_t max_elems,
+                    size_t max_depth)
+{
+    uint64_t stack[PROTO_MAX_DEPTH];
+    size_t depth = 0, total = 0;
+    struct kc_rd r;
+
+    if (max_depth > PROTO_MAX_DEPTH) {
+        max_depth = PROTO_MAX_DEPTH;
+    }
+    kc_rd_init(&r, p, len, KC_EPROTO);
+    stack[0] = 1; /* one top-level value */
+    depth = 1;
+    while (depth > 0) {
+        uint64_t elems;
+        bool is_cont;
+        uint8_t t;
+
+        if (stack[depth - 1] == 0) {
+            depth--;
+            continue;
+        }
+        stack[depth - 1]--;
+        if (kc_rd_u8(&r, &t) != 0 ||
+            scan_container(&r, t, &elems, &is_cont) != 0) {
+            return KC_EPROTO;
+        }
+        if (!is_cont) {
+            if (scan_scalar(&r, t) != 0) {
+                return KC_EPROTO;
+            }
+            continue;
+        }
+        /* Every element takes at least one byte: a count larger than
+         * what is left is a lie meant to make the decoder allocate. */
+        if (elems > kc_rd_left(&r)) {
+            return KC_EPROTO;
+        }
+        total += (size_t)elems;
+        if (total > max_elems) {
+            return KC_ETOOBIG;
+        }
+        if (depth >= max_depth) {
+            return KC_ETOOBIG;
+        }
+        stack[depth++] = elems;
+    }
+    return kc_rd_left(&r) == 0 ? 0 : KC_EPROTO;
+}
+
 int
 proto_unpack_map(const uint8_t *body, size_t len, msgpack_unpacked *u)
 {
     size_t off = 0;
     msgpack_unpack_return ret;
+    int r;
+
+    /* Validate sizes first: msgpack-c allocates a container's declared
+     * element count before it reads the elements. */
+    if ((r = proto_msgpack_check(body, len, PROTO_MAX_ELEMS,
+                                 PROTO_MAX_DEPTH)) != 0) {
+        return r;
+    }
+    if (len == 0 ||
+        ((body[0] & 0xf0) != 0x80 && body[0] != 0xde && body[0] != 0xdf)) {
+        return KC_EPROTO;
+    }
 
     ret = msgpack_unpack_next(u, (const char *)body, len, &off);
     if (ret == MSGPACK_UNPACK_NOMEM_ERROR) {

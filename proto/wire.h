@@ -20,6 +20,9 @@
 #define PROTO_FRAME_HDR         4
 #define PROTO_DEFAULT_MAX_FRAME (1048576 + 65536)
 #define PROTO_MAX_PLAINTEXT     1048576
+#define PROTO_RESPONSE_SLACK    65536  /* responses may exceed max_frame */
+#define PROTO_MAX_ELEMS         100000 /* msgpack elements per request */
+#define PROTO_MAX_DEPTH         16     /* msgpack nesting per request */
 
 /*
  * proto_frame_decode - find the first complete frame in p[0..n).
@@ -47,8 +50,18 @@ KC_MUST_USE int proto_frame_end(struct kc_buf *b, size_t mark, size_t max);
 void proto_packer_init(msgpack_packer *pk, struct kc_buf *b);
 
 /*
- * proto_unpack_map - unpack body as exactly one msgpack map (no trailing
- * bytes).  On success *u owns a zone that borrows nothing from body except
+ * proto_msgpack_check - walk p as exactly one msgpack value without
+ * allocating: every length and count must fit in the bytes that remain,
+ * containers may hold at most max_elems elements in all and nest at most
+ * max_depth deep, and nothing may follow.  Returns 0, KC_EPROTO
+ * (malformed, truncated, trailing bytes) or KC_ETOOBIG (limits).
+ */
+KC_MUST_USE int proto_msgpack_check(const uint8_t *p, size_t len,
+                                    size_t max_elems, size_t max_depth);
+
+/*
+ * proto_unpack_map - check body with proto_msgpack_check, then unpack it
+ * as exactly one msgpack map (no trailing bytes).  On success *u owns a zone that borrows nothing from body except
  * where msgpack-c references it (it copies by default); the caller calls
  * msgpack_unpacked_destroy(u) in every case.
  * Returns 0, KC_EPROTO (not msgpack, not a map, trailing bytes), KC_ENOMEM.
