@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "authz.h"
 #include "cache.h"
 #include "config.h"
 #include "esdk.h"
@@ -31,6 +32,7 @@ struct agent {
     struct keyring *keys;            /* owned */
     struct cache *cache;             /* owned */
     struct esdk_limits limits;
+    struct authz_policy stats_policy;
     uint64_t started_ms;
     struct agent_counters n;
     size_t nconns;                   /* open connections */
@@ -38,13 +40,6 @@ struct agent {
     struct flight *flights;          /* provider calls in the air */
     struct pending *pending;         /* requests waiting on them */
     size_t npending;
-};
-
-/* The identity of the process at the other end of a connection. */
-struct peer {
-    pid_t pid;
-    uid_t uid;
-    gid_t gid;
 };
 
 #endif /* KC_AGENT_H */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit.h"
 #include "keymem.h"
 
 struct cache {
@@ -203,10 +204,22 @@ cache_remove(struct cache *c, struct cache_entry *e)
     cache_entry_free(e);
 }
 
+/* An audit line for an entry leaving the cache for a reason. */
+static void
+note(const struct cache_entry *e, const char *event)
+{
+    if (e->slot != NULL) {
+        audit_key_event(e->slot->cfg->alias, event,
+                        e->kind == CACHE_ENC ? "encryption key"
+                                             : "decryption key");
+    }
+}
+
 void
 cache_retire(struct cache *c, struct cache_entry *e)
 {
     c->t.retired++;
+    note(e, "cap_reached");
     cache_remove(c, e);
 }
 
@@ -223,6 +236,7 @@ cache_lookup(struct cache *c, const uint8_t id[CACHE_ID_LEN])
     }
     if (c->clock() >= e->expires_ms) {
         c->t.expirations++;
+        note(e, "expired");
         cache_remove(c, e);
         return NULL;
     }
@@ -247,6 +261,7 @@ cache_insert(struct cache *c, struct cache_entry *e,
     }
     while (c->t.entries >= c->t.capacity && c->lru_tail != NULL) {
         c->t.evictions++;
+        note(c->lru_tail, "evicted");
         cache_remove(c, c->lru_tail);
     }
     memcpy(e->id, id, CACHE_ID_LEN);

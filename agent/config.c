@@ -183,6 +183,15 @@ agent_key(struct parse_state *st, const char *name, const char *v)
         cfg->max_inflight = (size_t)n;
         return 0;
     }
+    if (strcmp(name, "read_timeout") == 0) {
+        if (parse_u64(v, 1, 3600, &n) != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "read_timeout must be 1..3600 seconds");
+            return -1;
+        }
+        cfg->read_timeout_ms = n * 1000;
+        return 0;
+    }
     if (strcmp(name, "idle_timeout") == 0) {
         if (parse_u64(v, 0, 86400 * 7, &n) != 0) {
             snprintf(st->err, sizeof(st->err),
@@ -489,6 +498,7 @@ config_load(const char *path, struct agent_config **out, char *err,
     cfg->max_connections = 1024;
     cfg->max_inflight = 128;
     cfg->idle_timeout_ms = 300000;
+    cfg->read_timeout_ms = 10000;
 
     memset(&st, 0, sizeof(st));
     st.cfg = cfg;

@@ -10,6 +10,12 @@
  *   log_format = text       ; text | json
  *   max_frame = 1114112     ; largest request/response body, bytes
  *   allow_legacy_suites = false
+ *   allow_stats = uid:0, group:ops ; who may read stats (default: own uid)
+ *   max_connections = 1024
+ *   max_inflight = 128      ; requests per connection waiting on a KMS
+ *   idle_timeout = 300      ; seconds without a request before closing
+ *   read_timeout = 10       ; seconds to finish a frame once begun
+ *   socket_group = app      ; group owning the socket (default: ours)
  *
  *   [key.users-email]       ; alias: letters, digits, '-', '_'
  *   provider = local
@@ -100,6 +106,7 @@ struct agent_config {
     char *socket_group;    /* group owning the socket, or NULL */
     size_t max_connections;
     uint64_t idle_timeout_ms;  /* 0 = none */
+    uint64_t read_timeout_ms;  /* to finish a frame once it has begun */
     size_t max_inflight;   /* per connection */
     struct key_config *keys; /* in file order */
     size_t nkeys;

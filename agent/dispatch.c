@@ -125,7 +125,7 @@ pack_error_frame(struct req *rq, struct kc_buf *out, size_t mark,
  * KC_ENOMEM (out unchanged).
  */
 static int
-run_request(struct agent *a, struct pending *pend, const struct peer *peer,
+run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
             const uint8_t *body, size_t len, struct kc_buf *out,
             struct flight **wait_on)
 {
@@ -217,7 +217,7 @@ pending_free(struct pending *p)
 }
 
 static int
-pending_new(struct agent *a, struct conn *conn, const struct peer *peer,
+pending_new(struct agent *a, struct conn *conn, struct authz_peer *peer,
             const uint8_t *body, size_t len, struct pending **out)
 {
     struct pending *p;
@@ -244,7 +244,7 @@ pending_new(struct agent *a, struct conn *conn, const struct peer *peer,
 }
 
 int
-dispatch_request(struct agent *a, struct conn *conn, const struct peer *peer,
+dispatch_request(struct agent *a, struct conn *conn, struct authz_peer *peer,
                  const uint8_t *body, size_t len, struct kc_buf *out)
 {
     struct flight *wait_on = NULL;

@@ -23,7 +23,7 @@
  * when not even an error response could be built.
  */
 KC_MUST_USE int dispatch_request(struct agent *a, struct conn *conn,
-                                 const struct peer *peer,
+                                 struct authz_peer *peer,
                                  const uint8_t *body, size_t len,
                                  struct kc_buf *out);
 

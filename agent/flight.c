@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "log.h"
 #include "request.h"
 
@@ -184,10 +185,9 @@ flight_commit(struct flight *f)
                      f->ec_ser.len, id);
         cache_insert(c, d, id, f->slot->cfg->decrypt_ttl_ms);
     }
-    if (e->kind == CACHE_ENC) {
-        log_info("key %s: new data key from provider %s",
-                 f->slot->cfg->alias, f->slot->provider->ops->name);
-    }
+    audit_key_event(f->slot->cfg->alias,
+                    e->kind == CACHE_ENC ? "generated" : "unwrapped",
+                    f->slot->provider->ops->name);
     cache_insert(c, e, f->id, f->ttl_ms);
     return e;
 }
@@ -215,6 +215,9 @@ flight_finish(struct flight *f, int status)
     if (status == 0) {
         flight_commit(f);
     } else {
+        audit_key_event(f->slot->cfg->alias, "provider_error",
+                        f->perr.code[0] != '\0' ? f->perr.code
+                                                : kc_errname(status));
         log_warn("key %s: provider %s failed: %s%s%s%s%s",
                  f->slot->cfg->alias, f->slot->provider->ops->name,
                  kc_errname(status), f->perr.code[0] ? " " : "", f->perr.code,

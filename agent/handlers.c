@@ -11,12 +11,17 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "audit.h"
 #include "keymem.h"
 #include "log.h"
 #include "request.h"
 #include "wire.h"
 
 #define fail req_fail
+
+/* Pairs in a request's context: plenty for real use, and it keeps the
+ * duplicate check (quadratic in the pair count) cheap on the loop. */
+#define MAX_CONTEXT_PAIRS 1024
 
 /* Copy at most 32 printable ASCII bytes of a peer string for a message. */
 static void
@@ -58,6 +63,10 @@ get_context(struct req *rq, const char *key, struct esdk_ec *ec)
     if (r != 0) {
         return fail(rq, KC_EINVAL, "field '%s' must be a map", key);
     }
+    if (m->via.map.size > MAX_CONTEXT_PAIRS) {
+        return fail(rq, KC_ETOOBIG, "field '%s' has %u pairs; the limit is "
+                    "%d", key, m->via.map.size, MAX_CONTEXT_PAIRS);
+    }
     for (i = 0; i < m->via.map.size; i++) {
         const msgpack_object *k = &m->via.map.ptr[i].key;
         const msgpack_object *v = &m->via.map.ptr[i].val;
@@ -96,6 +105,46 @@ get_slot(struct req *rq, struct keyslot **out)
         return fail(rq, KC_ENOKEY, "no key alias '%s' is configured", shown);
     }
     rq->slot = *out;
+    return 0;
+}
+
+enum op_kind {
+    OPK_ENCRYPT = 0,
+    OPK_DECRYPT = 1,
+};
+
+/* Audit a grant once per connection, alias and op; denials always. */
+static void
+audit_grant(struct req *rq, size_t bit, const char *op, const char *alias)
+{
+    uint64_t mask = bit < 64 ? (uint64_t)1 << bit : 0;
+
+    if (mask != 0 && (rq->peer->grants_logged & mask) != 0) {
+        return;
+    }
+    rq->peer->grants_logged |= mask;
+    audit_decision(rq->peer, op, alias, true);
+}
+
+/*
+ * May this connection's peer run kind on slot?  Returns 0, or
+ * KC_EDENIED naming the op and alias (after an audit line).
+ */
+static int
+authorize(struct req *rq, struct keyslot *slot, enum op_kind kind)
+{
+    const char *op = kind == OPK_ENCRYPT ? "encrypt" : "decrypt";
+    const struct authz_policy *p =
+        kind == OPK_ENCRYPT ? &slot->allow_encrypt : &slot->allow_decrypt;
+    size_t idx = (size_t)(slot - rq->a->keys->slots);
+
+    if (!authz_allows(p, rq->peer)) {
+        audit_decision(rq->peer, op, slot->cfg->alias, false);
+        return fail(rq, KC_EDENIED,
+                    "permission denied: uid %ld may not %s with key '%s'",
+                    (long)rq->peer->uid, op, slot->cfg->alias);
+    }
+    audit_grant(rq, idx * 2 + kind, op, slot->cfg->alias);
     return 0;
 }
 
@@ -160,10 +209,9 @@ use_enc_entry(struct req *rq, struct cache_entry *e, size_t pt_len)
     e->messages++;
     e->bytes += pt_len;
     if (e->messages >= k->max_messages || e->bytes >= k->max_bytes) {
-        log_info("key %s: data key used for %llu messages, %llu bytes; "
-                 "retired at its cap", k->alias,
-                 (unsigned long long)e->messages,
-                 (unsigned long long)e->bytes);
+        log_debug("key %s: data key used for %llu messages, %llu bytes",
+                  k->alias, (unsigned long long)e->messages,
+                  (unsigned long long)e->bytes);
         cache_retire(rq->a->cache, e);
     }
 }
@@ -256,7 +304,8 @@ handle_encrypt(struct req *rq)
 
     esdk_ec_init(&ec);
     kc_buf_init(&ct, 0);
-    if ((r = get_slot(rq, &slot)) != 0) {
+    if ((r = get_slot(rq, &slot)) != 0 ||
+        (r = authorize(rq, slot, OPK_ENCRYPT)) != 0) {
         goto out;
     }
     if (proto_get_bin(rq->map, "plaintext", true, &pt, &pt_len) != 0) {
@@ -310,6 +359,10 @@ decrypt_message(struct req *rq, const struct esdk_header *h,
 
             if (!slot->provider->ops->edk_matches(slot->provider,
                                                   &h->edks.v[i])) {
+                continue;
+            }
+            if ((r = authorize(rq, slot, OPK_DECRYPT)) != 0) {
+                last = r; /* another alias may hold this key */
                 continue;
             }
             r = flight_dec_key(rq, slot, h, &h->edks.v[i], &dk);
@@ -429,6 +482,12 @@ handle_stats(struct req *rq)
     struct cache_totals t;
     size_t i;
 
+    if (!authz_allows(&a->stats_policy, rq->peer)) {
+        audit_decision(rq->peer, "stats", NULL, false);
+        return fail(rq, KC_EDENIED, "permission denied: uid %ld may not "
+                    "read stats", (long)rq->peer->uid);
+    }
+    audit_grant(rq, 63, "stats", NULL);
     cache_totals_get(a->cache, &t);
     pack_ok_header(rq, 1);
     proto_pack_cstr(pk, "stats");

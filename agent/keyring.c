@@ -99,18 +99,27 @@ keyring_new(const struct agent_config *cfg, struct event_base *base,
         kr->n = i + 1;
         if ((r = provider_new(k, &kr->slots[i].n, base,
                               &kr->slots[i].provider, err, errlen)) != 0) {
-            goto fail;
+            goto out;
         }
     }
     for (i = 0; i < kr->n; i++) {
+        struct keyslot *s = &kr->slots[i];
+
+        if ((r = authz_policy_parse(s->cfg->allow_encrypt, &s->allow_encrypt,
+                                    err, errlen)) != 0 ||
+            (r = authz_policy_parse(s->cfg->allow_decrypt, &s->allow_decrypt,
+                                    err, errlen)) != 0) {
+            goto out;
+        }
         if ((r = resolve_extras(kr, &kr->slots[i], err, errlen)) != 0 ||
             (r = check_suite(&kr->slots[i], err, errlen)) != 0) {
-            goto fail;
+            goto out;
         }
     }
     *out = kr;
-    return 0;
-fail:
+    kr = NULL;
+    r = 0;
+out:
     keyring_free(kr);
     return r;
 }
@@ -141,6 +150,8 @@ keyring_free(struct keyring *kr)
     for (i = 0; i < kr->n; i++) {
         provider_free(kr->slots[i].provider);
         free(kr->slots[i].extra);
+        authz_policy_clear(&kr->slots[i].allow_encrypt);
+        authz_policy_clear(&kr->slots[i].allow_decrypt);
     }
     free(kr->slots);
     free(kr);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "authz.h"
 #include "config.h"
 #include "provider.h"
 
@@ -26,6 +27,9 @@ struct keyslot {
     struct provider *provider;    /* owned */
     struct key_counters n;
     size_t entries;               /* cache entries for this alias */
+    struct authz_policy allow_encrypt;
+    struct authz_policy allow_decrypt;
+    uint64_t logged_grants;       /* ops whose grant was audited, bits */
     struct keyslot **extra;       /* also_wrap_with, owned array */
     size_t nextra;
 };

@@ -112,3 +112,49 @@ log_msg(enum log_level level, const char *fmt, ...)
                 esc);
     }
 }
+
+static void
+timestamp(char *ts, size_t len, long *ms)
+{
+    struct timespec now;
+    struct tm tm;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    *ms = now.tv_nsec / 1000000;
+}
+
+void
+log_fields(enum log_level level, const char *const *kv, size_t n)
+{
+    char line[LOG_LINE_MAX * 2], esc[LOG_LINE_MAX], ts[32];
+    size_t i, o = 0;
+    long ms;
+    int w;
+
+    if (!log_enabled(level)) {
+        return;
+    }
+    timestamp(ts, sizeof(ts), &ms);
+    if (log_json) {
+        w = snprintf(line, sizeof(line),
+                     "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"pid\":%ld",
+                     ts, ms, level_names[level], (long)getpid());
+    } else {
+        w = snprintf(line, sizeof(line), "%s.%03ldZ keycache-agent[%ld] %s:",
+                     ts, ms, (long)getpid(), level_names[level]);
+    }
+    o = w > 0 ? (size_t)w : 0;
+    for (i = 0; i < n && o < sizeof(line); i++) {
+        escape_line(esc, sizeof(esc), kv[2 * i + 1]);
+        w = snprintf(line + o, sizeof(line) - o,
+                     log_json ? ",\"%s\":\"%s\"" : " %s=%s", kv[2 * i], esc);
+        o += w > 0 ? (size_t)w : 0;
+    }
+    if (o >= sizeof(line)) {
+        o = sizeof(line) - 1;
+    }
+    line[o] = '\0';
+    fprintf(stderr, "%s%s\n", line, log_json ? "}" : "");
+}

@@ -10,6 +10,7 @@
 #define KC_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level {
     LOG_LEVEL_ERROR = 0, /* the operator must act */
@@ -29,6 +30,13 @@ bool log_enabled(enum log_level level);
 
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/*
+ * log_fields - one structured line: "k1=v1 k2=v2 ..." in text mode, or
+ * a JSON object {"time", "level", k1: v1, ...} in JSON mode.  kv holds
+ * n name/value string pairs (2n entries); values are escaped.
+ */
+void log_fields(enum log_level level, const char *const *kv, size_t n);
 
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_LEVEL_WARN, __VA_ARGS__)

@@ -4,6 +4,7 @@
  */
 #include <event2/event.h>
 #include <getopt.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,21 @@ harden_process(void)
     return 0;
 }
 
+static int
+resolve_group(const char *name, gid_t *gid)
+{
+    struct group *gr;
+
+    if (name == NULL) {
+        return 0;
+    }
+    if ((gr = getgrnam(name)) == NULL) {
+        return -1;
+    }
+    *gid = gr->gr_gid;
+    return 0;
+}
+
 static const char *
 pick_socket(const char *flag, const struct agent_config *cfg)
 {
@@ -71,6 +87,7 @@ run(const struct agent_config *cfg, const char *socket_path, bool check)
 {
     struct agent a;
     char err[512] = "";
+    gid_t gid = (gid_t)-1;
     int fd = -1, r = 1;
 
     memset(&a, 0, sizeof(a));
@@ -90,6 +107,11 @@ run(const struct agent_config *cfg, const char *socket_path, bool check)
         log_error("%s", err);
         goto out;
     }
+    if (authz_policy_parse(cfg->allow_stats, &a.stats_policy, err,
+                           sizeof(err)) != 0) {
+        log_error("[agent] allow_stats: %s", err);
+        goto out;
+    }
     if (check) {
         fprintf(stderr, "keycache-agent: configuration OK (%zu keys)\n",
                 cfg->nkeys);
@@ -101,7 +123,11 @@ run(const struct agent_config *cfg, const char *socket_path, bool check)
         goto out;
     }
     a.started_ms = cache_clock_monotonic();
-    if (server_socket_open(socket_path, cfg->socket_mode, &fd, err,
+    if (resolve_group(cfg->socket_group, &gid) != 0) {
+        log_error("socket_group '%s': no such group", cfg->socket_group);
+        goto out;
+    }
+    if (server_socket_open(socket_path, cfg->socket_mode, gid, &fd, err,
                            sizeof(err)) != 0) {
         log_error("%s", err);
         goto out;
@@ -116,6 +142,7 @@ out:
     dispatch_shutdown(&a);
     cache_free(a.cache);
     keyring_free(a.keys);
+    authz_policy_clear(&a.stats_policy);
     keymem_shutdown();
     if (a.base != NULL) {
         event_base_free(a.base);

@@ -42,7 +42,7 @@ struct req_failure {
 struct pending {
     struct agent *a;
     struct conn *conn;
-    struct peer peer;
+    struct authz_peer peer;
     struct kc_buf body;
     struct req_failure *failures;
     size_t nfailures;
@@ -53,7 +53,7 @@ struct pending {
 
 struct req {
     struct agent *a;
-    const struct peer *peer;
+    struct authz_peer *peer;       /* the connection's (or a copy) */
     const msgpack_object *map;
     uint64_t id;
     msgpack_packer pk;

@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dispatch.h"
@@ -36,10 +37,18 @@
 #define SHUTDOWN_GRACE_S  10         /* force exit after this long */
 #define ACCEPT_RETRY_MS   200        /* back off after EMFILE/ENFILE */
 
+enum timer_mode {
+    TIMER_NONE,
+    TIMER_FRAME, /* a frame has begun: it must finish by read_timeout */
+    TIMER_IDLE,  /* nothing in flight: close after idle_timeout */
+};
+
 struct conn {
     struct server *srv;
     struct bufferevent *bev;
-    struct peer peer;
+    struct event *timer;
+    enum timer_mode timer_mode;
+    struct authz_peer peer;
     bool closing;    /* free once the output has drained */
     bool paused;     /* reading stopped for backpressure */
     size_t inflight; /* requests waiting on a key provider */
@@ -49,6 +58,7 @@ struct conn {
 
 struct server {
     struct agent *a;
+    uint64_t refused; /* connections refused at max_connections */
     const char *path;
     struct evconnlistener *lev;
     struct conn *conns;
@@ -186,8 +196,8 @@ clear_stale_socket(const struct sockaddr_un *sun, char *err, size_t errlen)
 }
 
 int
-server_socket_open(const char *path, mode_t mode, int *out, char *err,
-                   size_t errlen)
+server_socket_open(const char *path, mode_t mode, gid_t gid, int *out,
+                   char *err, size_t errlen)
 {
     struct sockaddr_un sun;
     mode_t old_umask;
@@ -222,6 +232,13 @@ server_socket_open(const char *path, mode_t mode, int *out, char *err,
         close(fd);
         return KC_ESYS;
     }
+    if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0) {
+        snprintf(err, errlen, "chown %s to group %ld: %s", path, (long)gid,
+                 strerror(errno));
+        close(fd);
+        unlink(path);
+        return KC_ESYS;
+    }
     if (chmod(path, mode) != 0 || listen(fd, SOMAXCONN) != 0) {
         snprintf(err, errlen, "chmod/listen %s: %s", path, strerror(errno));
         close(fd);
@@ -249,6 +266,9 @@ conn_free(struct conn *c)
         c->next->prev = c->prev;
     }
     dispatch_conn_closed(a, c);
+    if (c->timer != NULL) {
+        event_free(c->timer);
+    }
     bufferevent_free(c->bev);
     log_debug("connection from pid %ld closed", (long)c->peer.pid);
     free(c);
@@ -257,6 +277,8 @@ conn_free(struct conn *c)
         event_base_loopexit(a->base, NULL);
     }
 }
+
+static void timer_arm(struct conn *c, enum timer_mode mode, uint64_t ms);
 
 static bool
 conn_is_drained(struct conn *c)
@@ -291,11 +313,71 @@ conn_update_reading(struct conn *c)
     if (over && !c->paused) {
         c->paused = true;
         bufferevent_disable(c->bev, EV_READ);
+        timer_arm(c, TIMER_NONE, 0);
     } else if (!over && c->paused && !c->closing) {
         c->paused = false;
         bufferevent_enable(c->bev, EV_READ);
     }
     return !c->paused;
+}
+
+static void
+timer_arm(struct conn *c, enum timer_mode mode, uint64_t ms)
+{
+    struct timeval tv;
+
+    c->timer_mode = mode;
+    if (ms == 0) {
+        evtimer_del(c->timer);
+        c->timer_mode = TIMER_NONE;
+        return;
+    }
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    evtimer_add(c->timer, &tv);
+}
+
+/*
+ * Choose the connection's deadline.  A frame that has begun must finish
+ * within read_timeout however slowly its bytes trickle in (slowloris);
+ * the deadline is not moved by each new byte.  A connection with nothing
+ * in flight closes after idle_timeout.  While requests wait on providers
+ * or reading is paused for backpressure there is no deadline here.
+ */
+static void
+conn_timer_update(struct conn *c)
+{
+    const struct agent_config *cfg = c->srv->a->cfg;
+    size_t in = evbuffer_get_length(bufferevent_get_input(c->bev));
+
+    if (c->closing) {
+        return;
+    }
+    if (c->paused || (in == 0 && c->inflight > 0)) {
+        timer_arm(c, TIMER_NONE, 0);
+    } else if (in > 0) {
+        if (c->timer_mode != TIMER_FRAME) {
+            timer_arm(c, TIMER_FRAME, cfg->read_timeout_ms);
+        }
+    } else {
+        timer_arm(c, TIMER_IDLE, cfg->idle_timeout_ms);
+    }
+}
+
+static void conn_fail(struct conn *c, int code, const char *msg);
+
+static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->timer_mode == TIMER_FRAME) {
+        conn_fail(c, KC_ETIMEOUT, "request frame not completed within "
+                  "read_timeout; closing");
+    } else if (c->timer_mode == TIMER_IDLE) {
+        conn_fail(c, KC_ETIMEOUT, "idle for longer than idle_timeout; "
+                  "closing");
+    }
 }
 
 /* A framing error: answer with id nil, then close (cannot resync). */
@@ -355,6 +437,25 @@ out:
     return r;
 }
 
+/*
+ * A client that stops reading its replies: libevent's write timeout only
+ * runs while output is pending and restarts on progress, so a peer that
+ * reads nothing for idle_timeout (or 60 s without one) is dropped.
+ */
+static void
+conn_set_write_timeout(struct conn *c)
+{
+    uint64_t ms = c->srv->a->cfg->idle_timeout_ms;
+    struct timeval tv;
+
+    if (ms == 0) {
+        ms = 60000;
+    }
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+}
+
 static void
 conn_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -388,6 +489,9 @@ conn_read_cb(struct bufferevent *bev, void *arg)
         if (!conn_update_reading(c)) {
             return;
         }
+    }
+    if (!c->closing) {
+        conn_timer_update(c);
     }
 }
 
@@ -426,7 +530,9 @@ server_conn_reply(struct conn *c, const uint8_t *frame, size_t len)
     }
     if (c->paused && conn_update_reading(c)) {
         conn_read_cb(c->bev, c);
+        return;
     }
+    conn_timer_update(c);
 }
 
 static void
@@ -439,25 +545,76 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
         conn_close_after_flush(c);
         return;
     }
+    if ((events & BEV_EVENT_TIMEOUT) != 0) {
+        log_debug("connection from pid %ld: replies unread past the write "
+                  "timeout; closing", (long)c->peer.pid);
+        conn_free(c);
+        return;
+    }
     if ((events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) != 0) {
         conn_free(c);
     }
 }
 
+/*
+ * The peer's credentials as the kernel recorded them at connect time.
+ * If they cannot be read the uid stays -1, which no policy allows.
+ */
 static void
-read_peer(int fd, struct peer *p)
+read_peer(int fd, struct authz_peer *p)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
 
+    memset(p, 0, sizeof(*p));
+    p->pid = -1;
+    p->uid = (uid_t)-1;
+    p->gid = (gid_t)-1;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
         p->pid = cred.pid;
         p->uid = cred.uid;
         p->gid = cred.gid;
-    } else {
-        p->pid = -1;
-        p->uid = (uid_t)-1;
-        p->gid = (gid_t)-1;
+    }
+    len = sizeof(p->groups);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, p->groups, &len) == 0) {
+        p->ngroups = len / sizeof(p->groups[0]);
+    }
+    /* TODO: a peer in more than AUTHZ_MAX_GROUPS groups gets ERANGE and
+     * is matched on its primary gid only (fails closed, never open). */
+}
+
+/*
+ * Over max_connections: tell the client why in one small frame (it fits
+ * the empty socket buffer, so a non-blocking send completes), then close.
+ */
+static void
+refuse_connection(struct server *srv, int fd, const struct authz_peer *peer)
+{
+    static uint64_t last_log_ms;
+    struct kc_buf out;
+    msgpack_packer pk;
+    size_t mark;
+    uint64_t now = cache_clock_monotonic();
+
+    kc_buf_init(&out, 0);
+    if (proto_frame_begin(&out, &mark) == 0) {
+        proto_packer_init(&pk, &out);
+        proto_pack_error(&pk, false, 0, KC_EBUSY,
+                         "too many connections (max_connections); try "
+                         "again later");
+        if (proto_frame_end(&out, mark, SIZE_MAX) == 0) {
+            (void)send(fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+    }
+    kc_buf_clear(&out);
+    close(fd);
+    srv->refused++;
+    if (now - last_log_ms >= 1000) { /* at most one line a second */
+        last_log_ms = now;
+        log_warn("refused connection from pid %ld uid %ld: %zu connections "
+                 "open (max_connections); %llu refused so far",
+                 (long)peer->pid, (long)peer->uid, srv->a->nconns,
+                 (unsigned long long)srv->refused);
     }
 }
 
@@ -467,22 +624,42 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 {
     struct server *srv = arg;
     struct agent *a = srv->a;
+    struct authz_peer peer;
     struct conn *c;
 
-    if (a->shutting_down || (c = calloc(1, sizeof(*c))) == NULL) {
+    read_peer(fd, &peer);
+    if (a->shutting_down) {
+        close(fd);
+        return;
+    }
+    if (a->nconns >= a->cfg->max_connections) {
+        refuse_connection(srv, fd, &peer);
+        return;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
         close(fd);
         return;
     }
     c->srv = srv;
-    read_peer(fd, &c->peer);
+    c->peer = peer;
     c->bev = bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
-        close(fd);
+    c->timer = evtimer_new(a->base, conn_timer_cb, c);
+    if (c->bev == NULL || c->timer == NULL) {
+        if (c->bev != NULL) {
+            bufferevent_free(c->bev);
+        } else {
+            close(fd);
+        }
+        if (c->timer != NULL) {
+            event_free(c->timer);
+        }
         free(c);
         return;
     }
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     bufferevent_enable(c->bev, EV_READ);
+    conn_set_write_timeout(c);
+    conn_timer_update(c);
     c->next = srv->conns;
     if (srv->conns != NULL) {
         srv->conns->prev = c;

@@ -16,15 +16,16 @@
 void server_wiping_allocator_install(void);
 
 /*
- * server_socket_open - create, bind and listen on path with mode (the
- * socket is created under a umask that never exposes it beyond mode).  A
+ * server_socket_open - create, bind and listen on path with mode and,
+ * unless gid is -1, that group (the socket is created under a umask that
+ * never exposes it beyond owner-only until both are set).  A
  * stale socket left by a dead agent (connect refused) is replaced; a live
  * one, a non-socket file, a path too long for sun_path, or a parent
  * directory writable by others without the sticky bit is refused with a
  * reason in err.  Returns 0 with *fd, KC_EINVAL, KC_EBUSY, KC_ESYS.
  */
-KC_MUST_USE int server_socket_open(const char *path, mode_t mode, int *fd,
-                                   char *err, size_t errlen);
+KC_MUST_USE int server_socket_open(const char *path, mode_t mode, gid_t gid,
+                                   int *fd, char *err, size_t errlen);
 
 /*
  * server_run - serve on listen_fd (takes ownership) until SIGTERM or

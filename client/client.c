@@ -13,6 +13,16 @@
  * (timeout, peer close, bad frame, reply over the limit) drops the
  * connection; the next call reconnects.  Nothing is retried
  * automatically: a request that timed out may still have been served.
+ *
+ * TODO: only a blocking, one-request-at-a-time API exists.  The protocol
+ * allows pipelining (replies are already matched by id here), but an
+ * app that wants many requests in flight must open several clients; a
+ * submit/poll API over one connection would remove that cost.
+ *
+ * TODO: kc_decrypt returns only the plaintext; the agent's reply also
+ * names the key alias and the message's full encryption context, which
+ * callers cannot see yet.  A kc_decrypt_ex with a result struct would
+ * expose them.
  */
 #include <errno.h>
 #include <poll.h>
@@ -41,7 +51,6 @@ struct kc_client {
     pid_t pid;            /* process that opened fd */
     int timeout_ms;
     uint64_t next_id;
-    uint64_t version;     /* negotiated protocol version */
     size_t max_frame;     /* agent's request body limit, from hello */
     struct kc_buf rx;     /* received, not yet consumed bytes */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -175,6 +184,9 @@ sock_connect(struct kc_client *c, int64_t deadline)
         }
         if (errno == EINTR) {
             continue;
+        }
+        if (errno == EISCONN) {
+            return 0; /* an interrupted attempt that completed */
         }
         if (errno == EINPROGRESS) {
             break;
@@ -566,7 +578,6 @@ client_hello(struct kc_client *c, int64_t deadline)
     if (proto_get_str(&rep.u.data, "agent", false, &agent, &agent_len) == 0) {
         copy_clean(c->agent, sizeof(c->agent), agent, agent_len);
     }
-    c->version = v;
 out:
     reply_done(c, &rep);
     kc_buf_clear(&req);
@@ -590,6 +601,7 @@ client_ensure(struct kc_client *c, int64_t deadline)
         return 0;
     }
     set_max_frame(c, PROTO_DEFAULT_MAX_FRAME);
+    c->agent[0] = '\0';
     if ((r = sock_connect(c, deadline)) != 0 ||
         (r = client_hello(c, deadline)) != 0) {
         client_disconnect(c);
@@ -600,9 +612,8 @@ client_ensure(struct kc_client *c, int64_t deadline)
 /* Send a finished request frame and wait for its reply. */
 static int
 client_call(struct kc_client *c, struct kc_buf *req, uint64_t id,
-            struct reply *rep)
+            int64_t deadline, struct reply *rep)
 {
-    int64_t deadline = now_ms() + c->timeout_ms;
     int r;
 
     if ((r = send_all(c, req->data, req->len, deadline)) != 0) {
@@ -614,18 +625,20 @@ client_call(struct kc_client *c, struct kc_buf *req, uint64_t id,
 
 /*
  * call_begin - common start of every public operation: reset the error,
+ * set the call's deadline (one for connecting and the request together),
  * connect if needed, and begin the request frame.
  */
 static int
 call_begin(struct kc_client *c, struct kc_buf *req, size_t *mark,
            msgpack_packer *pk, const char *op, uint32_t nfields,
-           size_t fields_size, uint64_t *id)
+           size_t fields_size, uint64_t *id, int64_t *deadline)
 {
     int r;
 
     kc_buf_init(req, 0);
     c->err[0] = '\0';
-    if ((r = client_ensure(c, now_ms() + c->timeout_ms)) != 0) {
+    *deadline = now_ms() + c->timeout_ms;
+    if ((r = client_ensure(c, *deadline)) != 0) {
         return r;
     }
     return req_begin(c, req, mark, pk, op, nfields, fields_size, id);
@@ -765,16 +778,18 @@ kc_ping(struct kc_client *c)
     msgpack_packer pk;
     size_t mark = 0;
     uint64_t id = 0;
+    int64_t deadline = 0;
     int r;
 
     if (c == NULL) {
         return KC_EINVAL;
     }
-    if ((r = call_begin(c, &req, &mark, &pk, "ping", 0, 0, &id)) != 0 ||
+    if ((r = call_begin(c, &req, &mark, &pk, "ping", 0, 0, &id,
+                        &deadline)) != 0 ||
         (r = req_end(c, &req, mark)) != 0) {
         goto out;
     }
-    r = client_call(c, &req, id, &rep);
+    r = client_call(c, &req, id, deadline, &rep);
 out:
     reply_done(c, &rep);
     kc_buf_clear(&req);
@@ -844,6 +859,7 @@ kc_encrypt(struct kc_client *c, const char *alias,
     msgpack_packer pk;
     size_t mark = 0, fsize;
     uint64_t id = 0;
+    int64_t deadline = 0;
     int r;
 
     if (ct != NULL) {
@@ -860,8 +876,8 @@ kc_encrypt(struct kc_client *c, const char *alias,
     fsize = sat_add(fsize, mp_str_size(3) + mp_str_size(9));
     fsize = sat_add(fsize, mp_str_size(strlen(alias)));
     fsize = sat_add(fsize, mp_bin_size(pt_len));
-    if ((r = call_begin(c, &req, &mark, &pk, "encrypt", 3, fsize, &id)) !=
-        0) {
+    if ((r = call_begin(c, &req, &mark, &pk, "encrypt", 3, fsize, &id,
+                        &deadline)) != 0) {
         goto out;
     }
     proto_pack_cstr(&pk, "key");
@@ -870,7 +886,7 @@ kc_encrypt(struct kc_client *c, const char *alias,
     proto_pack_bin(&pk, pt_len > 0 ? pt : (const uint8_t *)"", pt_len);
     pack_context(&pk, ctx, nctx);
     if ((r = req_end(c, &req, mark)) != 0 ||
-        (r = client_call(c, &req, id, &rep)) != 0) {
+        (r = client_call(c, &req, id, deadline, &rep)) != 0) {
         goto out;
     }
     r = take_bin(c, &rep, "ciphertext", ct, ct_len);
@@ -890,6 +906,7 @@ kc_decrypt(struct kc_client *c, const uint8_t *ct, size_t ct_len,
     msgpack_packer pk;
     size_t mark = 0, fsize;
     uint64_t id = 0;
+    int64_t deadline = 0;
     int r;
 
     if (pt != NULL) {
@@ -908,7 +925,7 @@ kc_decrypt(struct kc_client *c, const uint8_t *ct, size_t ct_len,
     }
     fsize = sat_add(fsize, mp_str_size(10) + mp_bin_size(ct_len));
     if ((r = call_begin(c, &req, &mark, &pk, "decrypt", nctx > 0 ? 2 : 1,
-                        fsize, &id)) != 0) {
+                        fsize, &id, &deadline)) != 0) {
         goto out;
     }
     proto_pack_cstr(&pk, "ciphertext");
@@ -917,7 +934,7 @@ kc_decrypt(struct kc_client *c, const uint8_t *ct, size_t ct_len,
         pack_context(&pk, ctx, nctx);
     }
     if ((r = req_end(c, &req, mark)) != 0 ||
-        (r = client_call(c, &req, id, &rep)) != 0) {
+        (r = client_call(c, &req, id, deadline, &rep)) != 0) {
         goto out;
     }
     r = take_bin(c, &rep, "plaintext", pt, pt_len);
@@ -936,6 +953,7 @@ kc_stats_json(struct kc_client *c, char **json)
     msgpack_packer pk;
     size_t mark = 0;
     uint64_t id = 0;
+    int64_t deadline = 0;
     int r;
 
     if (json != NULL) {
@@ -944,9 +962,10 @@ kc_stats_json(struct kc_client *c, char **json)
     if (c == NULL || json == NULL) {
         return KC_EINVAL;
     }
-    if ((r = call_begin(c, &req, &mark, &pk, "stats", 0, 0, &id)) != 0 ||
+    if ((r = call_begin(c, &req, &mark, &pk, "stats", 0, 0, &id,
+                        &deadline)) != 0 ||
         (r = req_end(c, &req, mark)) != 0 ||
-        (r = client_call(c, &req, id, &rep)) != 0) {
+        (r = client_call(c, &req, id, deadline, &rep)) != 0) {
         goto out;
     }
     if (proto_get_map(&rep.u.data, "stats", true, &stats) != 0) {

@@ -18,8 +18,8 @@
  * be used from different threads concurrently.  kc_strerror, kc_errname,
  * kc_base64_* and kc_free are thread-safe.
  *
- * Timeouts: each call is bounded by the client's timeout_ms, for
- * connecting (when needed) and then for sending and receiving.
+ * Timeouts: each call, including a reconnect it needs, completes or
+ * fails with KC_ETIMEOUT within the client's timeout_ms.
  *
  * Fork: a client notices when it is used in a different process than the
  * one that connected it (getpid() changed) and reconnects on its own
@@ -63,7 +63,8 @@ struct kc_context_pair {
 /*
  * kc_client_new - connect to the agent.
  * socket_path: NULL means $KEYCACHE_SOCKET, then KC_DEFAULT_SOCKET.
- * timeout_ms: per-call limit for connect, send and receive (0 = 30000).
+ * timeout_ms: limit for each call, connect and hello included
+ *   (0 = 30000).
  * Performs the hello exchange.  Returns 0 with *out owned by the caller
  * (kc_client_free), or KC_EINVAL (path too long for a Unix socket,
  * negative timeout), KC_ECONNECT (no socket, nobody listening, no

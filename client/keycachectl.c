@@ -108,8 +108,9 @@ client_open(const struct ctl *g, struct kc_client **out)
     *out = NULL;
     if ((r = kc_client_open(g->socket, g->timeout_ms, &c)) != 0) {
         if (r == KC_EINVAL) {
-            return fail(g, "invalid socket path or timeout (a Unix socket "
-                           "path must be shorter than 108 bytes)");
+            /* The timeout was checked at parse time: the path is at fault. */
+            return fail(g, "socket path too long (a Unix socket path must "
+                           "be shorter than 108 bytes)");
         }
         return fail(g, "%s", kc_strerror(r));
     }

@@ -11,7 +11,10 @@
 # Idempotent: a second run reuses the build and starts from a fresh
 # temporary directory.  Exits non-zero on any failure.
 #
-#   ./deploy/demo.sh [--count N]
+#   ./deploy/demo.sh [--count N] [--build-dir DIR] [--no-build]
+#
+# --no-build skips package installation and building and uses the
+# binaries already in the build directory (meson test runs it so).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,10 +31,13 @@ packages=(meson ninja-build pkg-config gcc libevent-dev libssl-dev
 log() { printf '\n==> %s\n' "$*"; }
 die() { printf 'demo.sh: %s\n' "$*" >&2; exit 1; }
 
+no_build=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --count) [ $# -ge 2 ] || die "--count wants a number"; count=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --build-dir) [ $# -ge 2 ] || die "--build-dir wants a path"; build=$2; shift 2 ;;
+    --no-build) no_build=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (try --help)" ;;
     esac
 done
@@ -75,14 +81,18 @@ build_tree() {
     ninja -C "$build" agent/keycache-agent client/keycachectl deploy/users_demo
 }
 
-log "checking build packages"
-install_missing
-
-log "building into $build"
-build_tree
+if [ "$no_build" -eq 0 ]; then
+    log "checking build packages"
+    install_missing
+    log "building into $build"
+    build_tree
+fi
 agent="$build/agent/keycache-agent"
 ctl="$build/client/keycachectl"
 demo="$build/deploy/users_demo"
+for exe in "$agent" "$ctl" "$demo"; do
+    [ -x "$exe" ] || die "$exe is missing (build first, or drop --no-build)"
+done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/keycache-demo.XXXXXX")
 agent_pid=""

@@ -202,7 +202,7 @@ class Agent:
     counter = 0
 
     def __init__(self, config, socket_path, args=(), env=None,
-                 log_path=None):
+                 log_path=None, preexec_fn=None):
         self.config = config
         self.socket = socket_path
         self.args = list(args)
@@ -216,6 +216,7 @@ class Agent:
         self.proc = None
         self.returncode = None
         self.signalled = None
+        self.preexec_fn = preexec_fn
 
     def argv(self):
         return [agent_path(), "--config", self.config] + self.args
@@ -224,7 +225,8 @@ class Agent:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=log, env=self.env)
+                stdout=log, stderr=log, env=self.env,
+                preexec_fn=self.preexec_fn)
         _live_agents.append(self)
         return self
 
@@ -665,6 +667,15 @@ def mode_of(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def run_tests():
-    """unittest main with verbose output; exit code tells."""
+def run_tests(needs=("KC_AGENT",)):
+    """unittest main with verbose output; exit code tells.
+
+    When a program the tests need is not given, exit 77 so meson reports
+    the test as skipped rather than passed.
+    """
+    for var in needs:
+        p = os.environ.get(var)
+        if not p or not os.access(p, os.X_OK):
+            print("SKIP: %s is not set to an executable" % var, flush=True)
+            sys.exit(77)
     unittest.main(verbosity=2, buffer=False)

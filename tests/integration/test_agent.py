@@ -2,6 +2,7 @@
 
 import base64
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -182,6 +183,78 @@ class SocketTest(unittest.TestCase):
         a.stop()
 
 
+class SocketPathSafetyTest(unittest.TestCase):
+    def test_regular_file_not_replaced(self):
+        say("a regular file at the socket path is refused, not deleted")
+        s = h.Setup()
+        with open(s.socket, "w") as f:
+            f.write("precious")
+        rc, log = start_failing(s)
+        say("exit %d: %s" % (rc, log.strip()[-160:]))
+        self.assertNotEqual(rc, 0)
+        with open(s.socket) as f:
+            self.assertEqual(f.read(), "precious")
+
+    def test_world_writable_dir_refused(self):
+        say("a socket directory writable by others (no sticky bit) is "
+            "refused")
+        s = h.Setup()
+        d = os.path.join(s.dir, "open")
+        os.mkdir(d)
+        os.chmod(d, 0o777)
+        sock = os.path.join(d, "a.sock")
+        rc, log = start_failing(config=s.config, sock=sock,
+                                args=["--socket", sock])
+        say("exit %d: %s" % (rc, log.strip()[-160:]))
+        self.assertNotEqual(rc, 0)
+        self.assertFalse(os.path.exists(sock))
+
+
+NOBODY = 65534
+
+
+def as_nobody(memlock=None):
+    def fn():
+        if memlock is not None:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (memlock, memlock))
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    return fn
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root to switch to nobody")
+class MemlockTest(unittest.TestCase):
+    def nobody_setup(self):
+        s = h.Setup(agent_opts={"capacity": "100"})
+        for root, dirs, files in os.walk(s.dir):
+            for n in dirs + files + [""]:
+                os.chown(os.path.join(root, n), NOBODY, NOBODY)
+        return s
+
+    def test_runs_unprivileged(self):
+        say("as an unprivileged user with the default RLIMIT_MEMLOCK the "
+            "agent starts and serves")
+        s = self.nobody_setup()
+        a = Agent(s.config, s.socket, preexec_fn=as_nobody())
+        a.start()
+        h.assert_serving(s.socket)
+        a.stop()
+
+    def test_memlock_zero(self):
+        say("RLIMIT_MEMLOCK 0 (unprivileged): clear error at start, "
+            "non-zero exit")
+        s = self.nobody_setup()
+        a = Agent(s.config, s.socket, preexec_fn=as_nobody(memlock=0))
+        a.spawn()
+        rc = a.wait_exit()
+        log = a.log()
+        say("exit %d: %s" % (rc, log.strip()[-200:]))
+        self.assertNotEqual(rc, 0)
+        self.assertIn("RLIMIT_MEMLOCK", log)
+        self.assertFalse(os.path.exists(s.socket))
+
+
 class ConfigErrorTest(unittest.TestCase):
     def expect_refusal(self, setup, *needles, args=()):
         rc, log = start_failing(setup, args=args)
@@ -321,6 +394,10 @@ class LogHygieneTest(unittest.TestCase):
                                      context={"table": "wrong-MARKER"}),
                            h.KC_ECONTEXT)
             c.stats()
+            say("peer strings with control characters are not logged raw")
+            h.expect_error(c.request("encrypt", key="x\nFAKE-LOG-LINE\x1b[31m",
+                                     plaintext=b"x"), h.KC_ENOKEY)
+            h.expect_error(c.request("x\rFAKE-OP-LINE"), h.KC_EUNKNOWNOP)
         a.stop()
         log = a.log_bytes()
         say("debug log is %d bytes" % len(log))
@@ -343,6 +420,10 @@ class LogHygieneTest(unittest.TestCase):
         self.assertNotIn(ctx_value.encode(), log, "context value logged")
         self.assertNotIn(b"wrong-MARKER", log, "context value logged")
         say("no encryption-context values in the log")
+        self.assertNotIn(b"\nFAKE-LOG-LINE", log, "newline injected in log")
+        self.assertNotIn(b"\rFAKE-OP-LINE", log, "CR injected in log")
+        self.assertNotIn(b"\x1b", log, "escape sequence in log")
+        say("control characters from peers are escaped in the log")
 
 
 if __name__ == "__main__":

@@ -277,4 +277,4 @@ class CliHelpTest(CliCase):
 
 
 if __name__ == "__main__":
-    h.run_tests()
+    h.run_tests(needs=("KC_AGENT", "KC_CTL"))

@@ -170,6 +170,77 @@ class ProtocolTest(unittest.TestCase):
             expect_error(c.recv(), h.KC_EPROTO, rid=None)
         self.assertIs(c.request("ping")["ok"], True)
 
+    def test_hostile_msgpack_lengths(self):
+        say("msgpack headers claiming 4 Gi elements/bytes in a tiny body: "
+            "KC_EPROTO, no allocation, conn usable")
+        c = self.client()
+        prefix = b"\x83\xa2id\x01\xa2op\xa4ping\xa1x"
+        for tail in (b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff",
+                     b"\xc6\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff",
+                     b"\xc9\xff\xff\xff\xff\x01"):
+            c.send_body(prefix + tail)
+            expect_error(c.recv(), (h.KC_EPROTO, h.KC_ETOOBIG), rid=None)
+        self.assertIs(c.request("ping")["ok"], True)
+
+    def test_deep_nesting(self):
+        say("100000-deep nested arrays: an error, no stack overflow")
+        c = self.client()
+        c.send_body(b"\x83\xa2id\x01\xa2op\xa4ping\xa1x" +
+                    b"\x91" * 100000 + b"\xc0")
+        expect_error(c.recv(), (h.KC_EPROTO, h.KC_ETOOBIG, h.KC_EINVAL))
+        self.assertIs(c.request("ping")["ok"], True)
+
+    def test_duplicate_context_key(self):
+        say("a context map with a duplicated key: KC_ECONTEXT")
+        c = self.client()
+        c.send_body(b"\x85\xa2id\x05\xa2op\xa7encrypt"
+                    b"\xa3key\xab" + ALIAS.encode() +
+                    b"\xa9plaintext\xc4\x01x"
+                    b"\xa7context\x82\xa1a\xa11\xa1a\xa12")
+        expect_error(c.recv(), h.KC_ECONTEXT, rid=5)
+
+    def test_huge_context_is_cheap(self):
+        say("a context of 45000 pairs (frame < max_frame) is refused "
+            "quickly: no quadratic work on the event loop")
+        c = self.client()
+        ctx = {"%x" % i: "" for i in range(45000)}
+        body = pack({"id": 41, "op": "encrypt", "key": ALIAS,
+                     "plaintext": b"x", "context": ctx})
+        self.assertLess(len(body), h.DEFAULT_MAX_FRAME)
+        t0 = time.monotonic()
+        c.send_body(body)
+        r = c.recv(timeout=120)
+        took = time.monotonic() - t0
+        say("answered %s in %.2fs" % (r.get("error", {}).get("name"), took))
+        expect_error(r, (h.KC_ETOOBIG, h.KC_ECONTEXT, h.KC_EINVAL))
+        self.assertLess(took, 1.0, "one request held the event loop for "
+                        "%.1fs" % took)
+
+    def test_client_that_never_reads(self):
+        say("a client that sends 24 MB of encrypts and never reads: the "
+            "agent stops reading it and keeps serving others")
+        rss0 = self.agent.vm_kib("VmRSS")
+        c = self.client()
+        c.sock.setblocking(False)
+        one = os.urandom(60000)
+        blob = b"".join(frame(pack({"id": i, "op": "encrypt", "key": ALIAS,
+                                    "plaintext": one}))
+                        for i in range(400))
+        sent = 0
+        t0 = time.monotonic()
+        while sent < len(blob) and time.monotonic() - t0 < 3:
+            try:
+                sent += c.sock.send(blob[sent:sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.01)
+        say("agent took %d of %d bytes" % (sent, len(blob)))
+        t1 = time.monotonic()
+        h.assert_serving(self.path, ALIAS)
+        say("another client served in %.3fs" % (time.monotonic() - t1))
+        grew = self.agent.vm_kib("VmRSS") - rss0
+        say("agent RSS grew %d KiB" % grew)
+        self.assertLess(grew, 256 * 1024)
+
     def test_truncated_frame_then_close(self):
         say("a client closing mid-frame does not disturb the agent")
         for part in (b"\x00", b"\x00\x00\x00\x20", b"\x00\x00\x00\x20\x82"):

@@ -39,7 +39,7 @@ struct fixture {
     char dir[64];
     struct agent_config *cfg;
     struct agent a;
-    struct peer peer;
+    struct authz_peer peer;
 };
 
 /* Write a master key and a config with the given [key.k] extra lines. */
