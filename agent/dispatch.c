@@ -26,6 +26,7 @@ static const struct {
     {"encrypt", handle_encrypt},
     {"decrypt", handle_decrypt},
     {"stats", handle_stats},
+    {"batch", handle_batch},
 };
 
 #define N_OPS (sizeof(op_table) / sizeof(op_table[0]))
@@ -127,7 +128,7 @@ pack_error_frame(struct req *rq, struct kc_buf *out, size_t mark,
 static int
 run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
             const uint8_t *body, size_t len, struct kc_buf *out,
-            struct flight **wait_on)
+            struct flight **wait_on, struct batch_state **batch_new)
 {
     msgpack_unpacked u;
     struct req rq;
@@ -167,6 +168,7 @@ run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
         out->len = start;
         msgpack_unpacked_destroy(&u);
         *wait_on = rq.wait_on;
+        *batch_new = rq.batch_new;
         return REQ_PENDING;
     }
     if (r == 0 && proto_frame_end(out, mark, a->cfg->max_frame +
@@ -212,6 +214,7 @@ pending_free(struct pending *p)
     }
     a->npending--;
     kc_buf_clear(&p->body); /* wipes: it may hold plaintext */
+    batch_state_free(p->batch);
     free(p->failures);
     free(p);
 }
@@ -248,19 +251,22 @@ dispatch_request(struct agent *a, struct conn *conn, struct authz_peer *peer,
                  const uint8_t *body, size_t len, struct kc_buf *out)
 {
     struct flight *wait_on = NULL;
+    struct batch_state *batch = NULL;
     struct pending *p;
     int r;
 
     a->n.requests++;
-    r = run_request(a, NULL, peer, body, len, out, &wait_on);
+    r = run_request(a, NULL, peer, body, len, out, &wait_on, &batch);
     if (r != REQ_PENDING) {
         return r;
     }
     if (pending_new(a, conn, peer, body, len, &p) != 0) {
+        batch_state_free(batch);
         /* TODO: the flight runs on without this request; its client
          * gets no answer and will time out.  Rare (out of memory). */
         return KC_ENOMEM;
     }
+    p->batch = batch;
     flight_join(wait_on, p);
     return DISPATCH_PENDING;
 }
@@ -270,6 +276,7 @@ dispatch_resume(struct pending *p, const uint8_t id[CACHE_ID_LEN],
                 int status, const struct provider_error *perr)
 {
     struct flight *wait_on = NULL;
+    struct batch_state *unused = NULL;
     struct req_failure *nf;
     struct kc_buf out;
     int r;
@@ -289,7 +296,7 @@ dispatch_resume(struct pending *p, const uint8_t id[CACHE_ID_LEN],
     }
     kc_buf_init(&out, 0);
     r = run_request(p->a, p, &p->peer, p->body.data, p->body.len, &out,
-                    &wait_on);
+                    &wait_on, &unused);
     if (r == REQ_PENDING) {
         flight_join(wait_on, p);
         return;

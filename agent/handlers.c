@@ -9,6 +9,7 @@
  */
 #include <msgpack.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "audit.h"
@@ -38,9 +39,13 @@ safe_copy(char *dst, size_t dstlen, const char *s, size_t n)
 static void
 pack_ok_header(struct req *rq, uint32_t nfields)
 {
-    msgpack_pack_map(&rq->pk, 2 + nfields);
-    proto_pack_cstr(&rq->pk, "id");
-    msgpack_pack_uint64(&rq->pk, rq->id);
+    if (rq->is_item) {
+        msgpack_pack_map(&rq->pk, 1 + nfields);
+    } else {
+        msgpack_pack_map(&rq->pk, 2 + nfields);
+        proto_pack_cstr(&rq->pk, "id");
+        msgpack_pack_uint64(&rq->pk, rq->id);
+    }
     proto_pack_cstr(&rq->pk, "ok");
     msgpack_pack_true(&rq->pk);
 }
@@ -523,3 +528,188 @@ handle_stats(struct req *rq)
     return 0;
 }
 
+
+/* ---- batch ------------------------------------------------------------ */
+
+#define MAX_BATCH_ITEMS 1024
+
+void
+batch_state_free(struct batch_state *bs)
+{
+    size_t i;
+
+    if (bs == NULL) {
+        return;
+    }
+    for (i = 0; i < bs->n; i++) {
+        kc_buf_clear(&bs->results[i]);
+    }
+    free(bs->results);
+    free(bs->done);
+    free(bs);
+}
+
+static struct batch_state *
+batch_state_new(size_t n)
+{
+    struct batch_state *bs = calloc(1, sizeof(*bs));
+    size_t i;
+
+    if (bs == NULL) {
+        return NULL;
+    }
+    bs->results = calloc(n, sizeof(*bs->results));
+    bs->done = calloc(n, sizeof(*bs->done));
+    if (bs->results == NULL || bs->done == NULL) {
+        free(bs->results);
+        free(bs->done);
+        free(bs);
+        return NULL;
+    }
+    bs->n = n;
+    for (i = 0; i < n; i++) {
+        kc_buf_init(&bs->results[i], 0);
+    }
+    return bs;
+}
+
+static void
+pack_item_error(msgpack_packer *pk, int code, const char *msg)
+{
+    msgpack_pack_map(pk, 2);
+    proto_pack_cstr(pk, "ok");
+    msgpack_pack_false(pk);
+    proto_pack_cstr(pk, "error");
+    msgpack_pack_map(pk, 3);
+    proto_pack_cstr(pk, "code");
+    msgpack_pack_int(pk, code);
+    proto_pack_cstr(pk, "name");
+    proto_pack_cstr(pk, kc_errname(code));
+    proto_pack_cstr(pk, "message");
+    proto_pack_cstr(pk, msg[0] != '\0' ? msg : kc_strerror(code));
+}
+
+/*
+ * Run item i of a batch into bs->results[i].  Returns REQ_PENDING (the
+ * item waits on sub->wait_on) or 0 (done: a success or an error result).
+ */
+static int
+batch_run_item(struct req *rq, const msgpack_object *item,
+               struct batch_state *bs, size_t i, struct flight **wait_on)
+{
+    struct req sub = *rq;
+    const char *op;
+    size_t op_len;
+    int r;
+
+    sub.map = item;
+    sub.is_item = true;
+    sub.msg[0] = '\0';
+    sub.slot = NULL;
+    sub.wait_on = NULL;
+    kc_buf_clear(&bs->results[i]);
+    proto_packer_init(&sub.pk, &bs->results[i]);
+    if (proto_get_str(item, "op", true, &op, &op_len) != 0) {
+        r = fail(&sub, KC_EINVAL, "item field 'op' (string) is required");
+    } else if (op_len == 7 && memcmp(op, "encrypt", 7) == 0) {
+        r = handle_encrypt(&sub);
+    } else if (op_len == 7 && memcmp(op, "decrypt", 7) == 0) {
+        r = handle_decrypt(&sub);
+    } else {
+        r = fail(&sub, KC_EUNKNOWNOP,
+                 "batch items may only be encrypt or decrypt");
+    }
+    if (r == REQ_PENDING) {
+        kc_buf_clear(&bs->results[i]);
+        *wait_on = sub.wait_on;
+        return REQ_PENDING;
+    }
+    if (r != 0) {
+        kc_buf_clear(&bs->results[i]);
+        proto_packer_init(&sub.pk, &bs->results[i]);
+        pack_item_error(&sub.pk, r, sub.msg);
+        if (sub.slot != NULL) {
+            sub.slot->n.errors++;
+        }
+    }
+    bs->done[i] = true;
+    return 0;
+}
+
+static int
+batch_items(struct req *rq, const msgpack_object **out)
+{
+    const msgpack_object *items = proto_map_get(rq->map, "items");
+    uint32_t i;
+
+    if (items == NULL || items->type != MSGPACK_OBJECT_ARRAY ||
+        items->via.array.size == 0) {
+        return fail(rq, KC_EINVAL,
+                    "field 'items' (non-empty array of maps) is required");
+    }
+    if (items->via.array.size > MAX_BATCH_ITEMS) {
+        return fail(rq, KC_ETOOBIG, "batch has %u items; the limit is %d",
+                    items->via.array.size, MAX_BATCH_ITEMS);
+    }
+    for (i = 0; i < items->via.array.size; i++) {
+        if (items->via.array.ptr[i].type != MSGPACK_OBJECT_MAP) {
+            return fail(rq, KC_EINVAL, "batch item %u is not a map", i);
+        }
+    }
+    *out = items;
+    return 0;
+}
+
+/*
+ * Items run in order; one that waits on a provider does not hold up the
+ * others.  Only when every item has a result is the reply packed, so a
+ * re-run (request.h) runs just the items still waiting.
+ */
+int
+handle_batch(struct req *rq)
+{
+    const msgpack_object *items = NULL;
+    struct batch_state *bs;
+    struct flight *wait_on = NULL, *w;
+    size_t i, n;
+    int r;
+
+    if ((r = batch_items(rq, &items)) != 0) {
+        return r;
+    }
+    n = items->via.array.size;
+    bs = rq->pend != NULL ? rq->pend->batch : NULL;
+    if (bs != NULL && bs->n != n) {
+        return fail(rq, KC_EINVAL, "batch changed between runs");
+    }
+    if (bs == NULL && (bs = batch_state_new(n)) == NULL) {
+        return fail(rq, KC_ENOMEM, "out of memory for a batch");
+    }
+    for (i = 0; i < n; i++) {
+        if (!bs->done[i] &&
+            batch_run_item(rq, &items->via.array.ptr[i], bs, i, &w) ==
+                REQ_PENDING &&
+            wait_on == NULL) {
+            wait_on = w;
+        }
+    }
+    if (wait_on != NULL) {
+        rq->wait_on = wait_on;
+        if (rq->pend == NULL) {
+            rq->batch_new = bs; /* the dispatcher keeps it for re-runs */
+        }
+        return REQ_PENDING;
+    }
+    pack_ok_header(rq, 1);
+    proto_pack_cstr(&rq->pk, "results");
+    msgpack_pack_array(&rq->pk, n);
+    for (i = 0; i < n; i++) {
+        /* Already-packed maps: append their bytes as they are. */
+        rq->pk.callback(rq->pk.data, (const char *)bs->results[i].data,
+                        bs->results[i].len);
+    }
+    if (rq->pend == NULL) {
+        batch_state_free(bs);
+    }
+    return 0;
+}

@@ -35,6 +35,19 @@ struct req_failure {
 };
 
 /*
+ * A batch's progress across runs: the packed result of every item that
+ * has finished, so a re-run only runs the items still waiting.
+ */
+struct batch_state {
+    size_t n;
+    struct kc_buf *results; /* one packed result map per item */
+    bool *done;
+};
+
+/* batch_state_free - wipe results and free; NULL is a no-op. */
+void batch_state_free(struct batch_state *bs);
+
+/*
  * A request that waits on a flight: its own copy of the frame body (which
  * may hold plaintext: a wiping kc_buf), whom to answer, and the failures
  * seen so far.  conn becomes NULL if the client goes away meanwhile.
@@ -46,6 +59,7 @@ struct pending {
     struct kc_buf body;
     struct req_failure *failures;
     size_t nfailures;
+    struct batch_state *batch;   /* batch requests only */
     struct pending *next_waiter; /* in the flight's waiter list */
     struct pending *prev;        /* in the agent's list */
     struct pending *next;
@@ -61,6 +75,8 @@ struct req {
     struct keyslot *slot;          /* alias concerned, for counters */
     struct pending *pend;          /* NULL on a first, synchronous run */
     struct flight *wait_on;        /* set with REQ_PENDING */
+    bool is_item;                  /* a batch item: no id in results */
+    struct batch_state *batch_new; /* made by a first run that waits */
 };
 
 /* req_fail - set the client-visible message; returns code. */
@@ -80,6 +96,7 @@ int handle_ping(struct req *rq);
 int handle_encrypt(struct req *rq);
 int handle_decrypt(struct req *rq);
 int handle_stats(struct req *rq);
+int handle_batch(struct req *rq);
 
 /* The names of the ops, for hello (dispatch.c). */
 size_t dispatch_op_count(void);

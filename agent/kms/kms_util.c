@@ -66,9 +66,6 @@ kms_pct_decode(const char *s, size_t len, struct kc_buf *out)
         if (s[i] != '%') {
             r = kc_buf_put_u8(out, (uint8_t)s[i]);
         } else {
-            if (i + 2 >= len + 0 && i + 2 > len - 1 + 1) {
-                return KC_EINVAL;
-            }
             if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 ||
                 (lo = hexval(s[i + 2])) < 0) {
                 return KC_EINVAL;

@@ -59,6 +59,8 @@ IO_TIMEOUT = float(os.environ.get("KC_IO_TIMEOUT", "10"))
 
 _live_agents = []
 _scratch_dirs = []
+_secrets = []     # every master key this process wrote or read
+_agent_logs = []  # every agent log file this process captured
 
 
 def say(msg):
@@ -115,6 +117,7 @@ def write_key(path, key=None, mode=0o600):
     """Write a 32-byte master key file with the given mode; return bytes."""
     if key is None:
         key = os.urandom(32)
+    _secrets.append(key)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, key)
@@ -167,6 +170,9 @@ class Setup:
         for alias, extra in aliases.items():
             opts = {"provider": "local"}
             kf = extra.get("key_file")
+            if kf is not None and os.path.isfile(kf):
+                with open(kf, "rb") as f:
+                    _secrets.append(f.read())
             if kf is None:
                 kf = os.path.join(self.dir, alias + ".key")
                 if not os.path.exists(kf):
@@ -174,6 +180,7 @@ class Setup:
                 else:
                     with open(kf, "rb") as f:
                         self.keys[alias] = f.read()
+                    _secrets.append(self.keys[alias])
             self.key_files[alias] = kf
             opts["key_file"] = kf
             opts.update({k: v for k, v in extra.items() if k != "key_file"})
@@ -217,6 +224,7 @@ class Agent:
         self.returncode = None
         self.signalled = None
         self.preexec_fn = preexec_fn
+        _agent_logs.append(self.log_path)
 
     def argv(self):
         return [agent_path(), "--config", self.config] + self.args
@@ -678,4 +686,35 @@ def run_tests(needs=("KC_AGENT",)):
         if not p or not os.access(p, os.X_OK):
             print("SKIP: %s is not set to an executable" % var, flush=True)
             sys.exit(77)
-    unittest.main(verbosity=2, buffer=False)
+    prog = unittest.main(verbosity=2, buffer=False, exit=False)
+    ok = prog.result.wasSuccessful()
+    for a in list(_live_agents):
+        a.kill()
+    leaks = scan_logs()
+    if leaks:
+        ok = False
+    sys.exit(0 if ok else 1)
+
+
+def scan_logs():
+    """Search every captured agent log for every master key this process
+    used, raw and encoded (STYLE 3.5).  Returns a list of findings."""
+    findings = []
+    logs = sorted(set(_agent_logs))
+    for path in logs:
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except FileNotFoundError:
+            continue
+        for key in _secrets:
+            if len(key) < 16:
+                continue
+            for form, enc in encodings(key).items():
+                if enc in text:
+                    findings.append("%s: master key (%s)" % (path, form))
+    print("log scan: %d agent logs, %d keys, %d findings"
+          % (len(logs), len(set(_secrets)), len(findings)), flush=True)
+    for f in findings:
+        print("  LEAK " + f, flush=True)
+    return findings

@@ -226,7 +226,11 @@ def as_nobody(memlock=None):
 @unittest.skipUnless(os.geteuid() == 0, "needs root to switch to nobody")
 class MemlockTest(unittest.TestCase):
     def nobody_setup(self):
-        s = h.Setup(agent_opts={"capacity": "100"})
+        # The client below runs as root, the agent as nobody: allow root
+        # explicitly (the default policy is the agent's own uid only).
+        s = h.Setup({ALIAS: {"allow_encrypt": "uid:0",
+                             "allow_decrypt": "uid:0"}},
+                    agent_opts={"capacity": "100"})
         for root, dirs, files in os.walk(s.dir):
             for n in dirs + files + [""]:
                 os.chown(os.path.join(root, n), NOBODY, NOBODY)

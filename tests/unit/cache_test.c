@@ -568,6 +568,51 @@ test_max_messages_with_waiters(void **state)
     fixture_free(f);
 }
 
+static void
+test_batch_items_wait_and_resume(void **state)
+{
+    struct fixture *f = fixture_new("max_messages = 3", 100);
+    struct keyslot *s = slot_of(f, "k");
+    struct slow_provider *sp = install_slow(f, s);
+    struct kc_buf req, resp;
+    msgpack_packer pk;
+    int i;
+
+    kc_buf_init(&req, 0);
+    kc_buf_init(&resp, 0);
+    proto_packer_init(&pk, &req);
+    msgpack_pack_map(&pk, 3);
+    proto_pack_cstr(&pk, "id");
+    msgpack_pack_uint64(&pk, 5);
+    proto_pack_cstr(&pk, "op");
+    proto_pack_cstr(&pk, "batch");
+    proto_pack_cstr(&pk, "items");
+    msgpack_pack_array(&pk, 8);
+    for (i = 0; i < 8; i++) {
+        msgpack_pack_map(&pk, 3);
+        proto_pack_cstr(&pk, "op");
+        proto_pack_cstr(&pk, i == 7 ? "nope" : "encrypt");
+        proto_pack_cstr(&pk, "key");
+        proto_pack_cstr(&pk, "k");
+        proto_pack_cstr(&pk, "plaintext");
+        proto_pack_bin(&pk, (const uint8_t *)"abc", 3);
+    }
+    assert_int_equal(dispatch_request(&f->a, NULL, &f->peer, req.data,
+                                      req.len, &resp), DISPATCH_PENDING);
+    /* 7 encrypt items with a cap of 3 per key: three flights in turn. */
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(f->a.npending, 1);
+        slow_complete(sp, 0);
+    }
+    assert_int_equal(f->a.npending, 0);
+    assert_int_equal(sp->calls, 3);
+    assert_int_equal(s->n.encrypt, 7);
+    kc_buf_clear(&req);
+    kc_buf_clear(&resp);
+    dispatch_shutdown(&f->a);
+    fixture_free(f);
+}
+
 int
 main(void)
 {
@@ -582,6 +627,7 @@ main(void)
         cmocka_unit_test(
             test_single_flight_shares_failure_and_caches_nothing),
         cmocka_unit_test(test_max_messages_with_waiters),
+        cmocka_unit_test(test_batch_items_wait_and_resume),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
