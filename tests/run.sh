@@ -2,22 +2,32 @@
 # tests/run.sh - run every keycache test.
 #
 # On a fresh Debian 12 machine, as root or with sudo: installs the packages
-# the build and the tests need (only those missing), builds into
-# build-test/ with AddressSanitizer + UndefinedBehaviorSanitizer, runs
-# `meson test`, prints meson's summary and a closing
-# "N passed, N failed, N skipped" line.  Exits non-zero on any failure.
-# Idempotent: a second run reuses build-test/.
+# the build and the tests need (only those missing), then
+#   1. builds build-test/ (default compiler, gcc) with AddressSanitizer +
+#      UndefinedBehaviorSanitizer and runs `meson test` there: the unit,
+#      integration and demo tests;
+#   2. builds build-fuzz/ with clang (same sanitizers) and runs the
+#      `fuzz` suite there: the libFuzzer targets, each for a bounded time
+#      (KC_FUZZ_SECONDS, default 30, read when build-fuzz/ is set up).
+# Prints meson's summary for each, then one closing line
+# "N passed, N failed, N skipped" over both.  Exits non-zero on any
+# failure.  Idempotent: a second run reuses both build directories.
 #
 # Environment:
-#   KC_TEST_BUILDDIR      build directory (default: build-test)
+#   KC_TEST_BUILDDIR      main build directory (default: build-test)
+#   KC_FUZZ_BUILDDIR      clang build directory (default: build-fuzz)
+#   KC_TEST_FUZZ          0 skips the clang/fuzz phase (default: 1)
 #   KC_TEST_TIMEOUT_MULT  meson --timeout-multiplier (default: 3)
-#   KC_TEST_ARGS          extra arguments for `meson test` (e.g. a suite)
+#   KC_TEST_ARGS          extra arguments for the main `meson test`
+#                         (e.g. '--suite integration')
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
 BUILDDIR=${KC_TEST_BUILDDIR:-build-test}
+FUZZDIR=${KC_FUZZ_BUILDDIR:-build-fuzz}
+RUN_FUZZ=${KC_TEST_FUZZ:-1}
 TIMEOUT_MULT=${KC_TEST_TIMEOUT_MULT:-3}
+SANITIZE_OPTS=(-Db_sanitize=address,undefined -Db_lundef=false)
 
 APT_PACKAGES=(
     meson ninja-build pkg-config gcc clang libclang-rt-14-dev
@@ -25,6 +35,11 @@ APT_PACKAGES=(
     libsodium-dev libinih-dev libjansson-dev libcmocka-dev
     libsqlite3-dev python3-msgpack python3-botocore
 )
+
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+TOTAL_SKIPPED=0
+STATUS=0
 
 log()
 {
@@ -73,32 +88,38 @@ install_packages()
     fi
 
     log "packages: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         --no-install-recommends "${missing[@]}" </dev/null
 }
 
+# configure_build DIR [CC]: set up DIR (or reuse it) with the sanitizers,
+# then compile.  CC only matters when DIR is set up afresh.
 configure_build()
 {
-    local opts=(-Db_sanitize=address,undefined -Db_lundef=false)
+    local dir=$1 compiler=${2:-}
+    local env_cc=()
 
-    if [ -f "$BUILDDIR/meson-private/coredata.dat" ]; then
-        log "build: reusing $BUILDDIR"
-        if ! meson configure "$BUILDDIR" "${opts[@]}" >/dev/null; then
-            log "build: $BUILDDIR does not reconfigure; setting it up again"
-            meson setup --wipe "$BUILDDIR" "${opts[@]}"
+    if [ -n "$compiler" ]; then
+        env_cc=(env "CC=$compiler")
+    fi
+    if [ -f "$dir/meson-private/coredata.dat" ]; then
+        log "build: reusing $dir"
+        if ! meson configure "$dir" "${SANITIZE_OPTS[@]}" >/dev/null; then
+            log "build: $dir does not reconfigure; setting it up again"
+            "${env_cc[@]}" meson setup --wipe "$dir" "${SANITIZE_OPTS[@]}" ||
+                return 1
         fi
     else
-        if [ -e "$BUILDDIR" ]; then
-            log "build: $BUILDDIR is not a meson build directory; replacing"
-            rm -rf -- "$BUILDDIR"
+        if [ -e "$dir" ]; then
+            log "build: $dir is not a meson build directory; replacing"
+            rm -rf -- "$dir"
         fi
-        log "build: setting up $BUILDDIR"
-        meson setup "$BUILDDIR" "${opts[@]}"
+        log "build: setting up $dir ${compiler:+(CC=$compiler)}"
+        "${env_cc[@]}" meson setup "$dir" "${SANITIZE_OPTS[@]}" || return 1
     fi
-    log "build: compiling"
-    ninja -C "$BUILDDIR"
+    log "build: compiling $dir"
+    ninja -C "$dir"
 }
 
 # Count results in meson's JSON-lines test log; prints "P F S".
@@ -126,44 +147,74 @@ print(passed, failed, skipped)
 PY
 }
 
+# run_meson_test DIR ARGS...: run meson test, add its counts to the totals.
+run_meson_test()
+{
+    local dir=$1 rc=0 passed failed skipped
+    shift
+
+    rm -f "$dir/meson-logs/testlog.json"
+    meson test -C "$dir" --print-errorlogs --num-processes 2 \
+        --timeout-multiplier "$TIMEOUT_MULT" "$@" </dev/null || rc=$?
+
+    read -r passed failed skipped <<<"$(count_results \
+        "$dir/meson-logs/testlog.json")"
+    if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+        # meson itself failed (e.g. a test could not be built).
+        failed=1
+    fi
+    TOTAL_PASSED=$((TOTAL_PASSED + passed))
+    TOTAL_FAILED=$((TOTAL_FAILED + failed))
+    TOTAL_SKIPPED=$((TOTAL_SKIPPED + skipped))
+    if [ "$rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
+        STATUS=1
+    fi
+}
+
+# A failed build counts as one failed test, so the closing line and the
+# exit status both show it.
+build_failed()
+{
+    printf '\nbuild of %s failed: its tests did not run\n' "$1"
+    TOTAL_FAILED=$((TOTAL_FAILED + 1))
+    STATUS=1
+}
+
 main()
 {
-    local rc=0 counts passed failed skipped
-
     install_packages
-    configure_build
 
     # Sanitizer behaviour for every test and every process a test starts
     # (the agent under test inherits it).  abort_on_error makes a report
     # fail the test even when a program would otherwise exit 0.
     export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_stacktrace=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1}
-    export LSAN_OPTIONS=${LSAN_OPTIONS:-print_suppressions=0}
     # Tests must not pick up a socket of an agent running on this machine.
     unset KEYCACHE_SOCKET
 
-    rm -f "$BUILDDIR/meson-logs/testlog.json"
-    log "test: meson test"
-    # shellcheck disable=SC2086
-    meson test -C "$BUILDDIR" --print-errorlogs --num-processes 2 \
-        --timeout-multiplier "$TIMEOUT_MULT" ${KC_TEST_ARGS:-} </dev/null ||
-        rc=$?
+    log "phase 1: $BUILDDIR (ASan+UBSan): unit, integration, demo"
+    if configure_build "$BUILDDIR"; then
+        # shellcheck disable=SC2086
+        run_meson_test "$BUILDDIR" ${KC_TEST_ARGS:-}
+    else
+        build_failed "$BUILDDIR"
+    fi
 
-    counts=$(count_results "$BUILDDIR/meson-logs/testlog.json")
-    read -r passed failed skipped <<<"$counts"
-    if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
-        # meson itself failed (e.g. a test could not be built).
-        failed=1
+    if [ "$RUN_FUZZ" != 0 ]; then
+        log "phase 2: $FUZZDIR (clang, ASan+UBSan): fuzz suite"
+        if configure_build "$FUZZDIR" clang; then
+            run_meson_test "$FUZZDIR" --suite fuzz
+        else
+            build_failed "$FUZZDIR"
+        fi
     fi
+
     echo
-    echo "$passed passed, $failed failed, $skipped skipped"
-    if [ "$rc" -ne 0 ]; then
-        exit "$rc"
-    fi
-    if [ "$failed" -ne 0 ]; then
+    echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed, $TOTAL_SKIPPED skipped"
+    if [ "$STATUS" -ne 0 ]; then
         exit 1
     fi
-    if [ "$passed" -eq 0 ]; then
+    if [ "$TOTAL_PASSED" -eq 0 ]; then
         die "no test ran"
     fi
 }

@@ -5,8 +5,25 @@
  * Algorithm objects (ciphers, digests, the HKDF KDF) are fetched once per
  * process on first use and never freed; the fetch is guarded by
  * pthread_once so it is safe even if a second thread ever appears.
+ *
+ * Two hot paths are done by hand rather than through EVP (measured with
+ * tests/bench: see PERFORMANCE.md there):
+ * - HKDF is RFC 5869 written directly over the SHA-2 compression
+ *   functions: each HMAC key is absorbed once into inner and outer
+ *   midstates, and every HMAC with that key starts from plain struct
+ *   copies of them.  A v2 message needs extract + two expands, which is
+ *   10 SHA-512 block compressions this way (the minimum), against about
+ *   three times the work through EVP_KDF.  The low-level SHA-2 calls are
+ *   deprecated in OpenSSL 3 but present; a build with
+ *   OPENSSL_NO_DEPRECATED_3_0 falls back to EVP_KDF (hkdf_evp below).
+ * - Randomness comes from a per-thread pool refilled 4 KiB at a time by
+ *   RAND_bytes (see rand_pool below for why that is safe).
  */
+#define OPENSSL_SUPPRESS_DEPRECATED 1
 #include "esdk_int.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <limits.h>
 #include <openssl/core_names.h>
@@ -16,6 +33,7 @@
 #include <openssl/obj_mac.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <string.h>
@@ -84,13 +102,122 @@ sig_pub_len(int nid)
     return nid == NID_X9_62_prime256v1 ? 33 : 49;
 }
 
-int
-esdk_rand(void *p, size_t n)
+/* ---- randomness -------------------------------------------------------- */
+
+/*
+ * rand_pool - RAND_bytes costs about 0.6 us per call in OpenSSL 3 whatever
+ * the length (locking and DRBG bookkeeping), a quarter of a whole small
+ * encrypt; one call for 4 KiB serves 127 message ids.  Why this is safe:
+ * - the bytes are the DRBG's own output, handed out once each: a draw
+ *   takes bytes from the end of the unused part and wipes them in the
+ *   pool at once, so nothing handed out stays behind;
+ * - fork: the pool lives in its own mapping marked MADV_WIPEONFORK, so a
+ *   child sees a zeroed page (left == 0) and refills from its own
+ *   (fork-aware) DRBG instead of repeating the parent's bytes; a
+ *   pthread_atfork child handler wipes it as well, for kernels without
+ *   MADV_WIPEONFORK;
+ * - the mapping is MADV_DONTDUMP and locked where the limit allows, like
+ *   other secrets, and esdk_rand_shutdown wipes and unmaps it;
+ * - threads: the pool is per thread (__thread), so no locking is needed
+ *   and two threads never share bytes.
+ * Draws larger than RAND_POOL_DIRECT go straight to RAND_bytes.
+ */
+#define RAND_POOL_MAP    4096
+#define RAND_POOL_DIRECT 256
+
+struct rand_pool {
+    size_t left; /* unused bytes: buf[0 .. left) */
+    uint8_t buf[RAND_POOL_MAP - sizeof(size_t)];
+};
+
+static __thread struct rand_pool *tls_pool;
+static __thread bool tls_pool_failed;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void
+rand_pool_child(void)
+{
+    /* Only the forking thread exists in the child. */
+    if (tls_pool != NULL) {
+        sodium_memzero(tls_pool, sizeof(*tls_pool));
+    }
+}
+
+static void
+rand_atfork_register(void)
+{
+    (void)pthread_atfork(NULL, NULL, rand_pool_child);
+}
+
+static struct rand_pool *
+rand_pool_get(void)
+{
+    void *m;
+
+    if (tls_pool != NULL || tls_pool_failed) {
+        return tls_pool;
+    }
+    (void)pthread_once(&atfork_once, rand_atfork_register);
+    m = mmap(NULL, RAND_POOL_MAP, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        tls_pool_failed = true; /* draw directly from RAND_bytes */
+        return NULL;
+    }
+#ifdef MADV_WIPEONFORK
+    (void)madvise(m, RAND_POOL_MAP, MADV_WIPEONFORK);
+#endif
+#ifdef MADV_DONTDUMP
+    (void)madvise(m, RAND_POOL_MAP, MADV_DONTDUMP);
+#endif
+    (void)mlock(m, RAND_POOL_MAP); /* best effort, like sodium_malloc */
+    tls_pool = m;
+    tls_pool->left = 0;
+    return tls_pool;
+}
+
+static int
+rand_direct(void *p, size_t n)
 {
     if (n > INT_MAX || RAND_bytes(p, (int)n) != 1) {
         return KC_ESYS;
     }
     return 0;
+}
+
+int
+esdk_rand(void *p, size_t n)
+{
+    struct rand_pool *rp;
+
+    if (n > RAND_POOL_DIRECT || (rp = rand_pool_get()) == NULL) {
+        return rand_direct(p, n);
+    }
+    if (rp->left < n) {
+        sodium_memzero(rp->buf, rp->left);
+        rp->left = 0;
+        if (RAND_bytes(rp->buf, (int)sizeof(rp->buf)) != 1) {
+            sodium_memzero(rp->buf, sizeof(rp->buf));
+            return KC_ESYS;
+        }
+        rp->left = sizeof(rp->buf);
+    }
+    rp->left -= n;
+    memcpy(p, rp->buf + rp->left, n);
+    sodium_memzero(rp->buf + rp->left, n);
+    return 0;
+}
+
+void
+esdk_rand_shutdown(void)
+{
+    if (tls_pool == NULL) {
+        return;
+    }
+    sodium_memzero(tls_pool, sizeof(*tls_pool));
+    (void)munlock(tls_pool, RAND_POOL_MAP);
+    (void)munmap(tls_pool, RAND_POOL_MAP);
+    tls_pool = NULL;
 }
 
 /* ---- AES-GCM ---------------------------------------------------------- */
@@ -282,17 +409,13 @@ hkdf_step(EVP_KDF_CTX *kctx, const char *md, const char *mode,
     return EVP_KDF_derive(kctx, out, out_len, p) == 1 ? 0 : KC_ESYS;
 }
 
-int
-esdk_hkdf(enum esdk_kdf kdf, const uint8_t *ikm, size_t ikm_len,
-          const uint8_t *salt, size_t salt_len, size_t n_out,
-          const uint8_t *const *info, const size_t *info_len,
-          uint8_t *const *out, const size_t *out_len)
+/* The EVP_KDF reference path: a fresh KDF context per call. */
+static KC_MUST_USE int
+hkdf_evp(enum esdk_kdf kdf, const uint8_t *ikm, size_t ikm_len,
+         const uint8_t *salt, size_t salt_len, size_t n_out,
+         const uint8_t *const *info, const size_t *info_len,
+         uint8_t *const *out, const size_t *out_len)
 {
-    /*
-     * TODO: each call extracts from scratch and builds a fresh KDF
-     * context; the performance issue will cache the HMAC midstate per
-     * data key here.  Callers need not change.
-     */
     uint8_t prk[64];
     EVP_KDF_CTX *kctx = NULL;
     const char *md;
@@ -330,6 +453,205 @@ out:
     sodium_memzero(prk, sizeof(prk));
     EVP_KDF_CTX_free(kctx);
     return r;
+}
+
+#ifndef OPENSSL_NO_DEPRECATED_3_0
+/*
+ * HMAC on midstates.  struct hm holds one HMAC key absorbed into the
+ * inner (key ^ ipad) and outer (key ^ opad) hash states; hm_mac starts
+ * from copies of them, so the key blocks are compressed once per key, not
+ * once per MAC.  SHA-384 shares SHA-512's state and update.  Every state
+ * and block is wiped after use (they are as secret as the key).
+ */
+#define HM_BLOCK_MAX 128
+
+union hm_state {
+    SHA256_CTX s256;
+    SHA512_CTX s512;
+};
+
+struct hm {
+    enum esdk_kdf kdf;
+    size_t block, hash_len;
+    union hm_state in, out;
+};
+
+static void
+hm_init_state(const struct hm *h, union hm_state *st)
+{
+    switch (h->kdf) {
+    case ESDK_KDF_HKDF_SHA256:
+        SHA256_Init(&st->s256);
+        break;
+    case ESDK_KDF_HKDF_SHA384:
+        SHA384_Init(&st->s512);
+        break;
+    default:
+        SHA512_Init(&st->s512);
+        break;
+    }
+}
+
+static void
+hm_update(const struct hm *h, union hm_state *st, const void *p, size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    if (h->kdf == ESDK_KDF_HKDF_SHA256) {
+        SHA256_Update(&st->s256, p, n);
+    } else {
+        SHA512_Update(&st->s512, p, n);
+    }
+}
+
+static void
+hm_final(const struct hm *h, union hm_state *st, uint8_t *md)
+{
+    switch (h->kdf) {
+    case ESDK_KDF_HKDF_SHA256:
+        SHA256_Final(md, &st->s256);
+        break;
+    case ESDK_KDF_HKDF_SHA384:
+        SHA384_Final(md, &st->s512);
+        break;
+    default:
+        SHA512_Final(md, &st->s512);
+        break;
+    }
+}
+
+/* hm_key - absorb key (any length; hash-length zeros when empty). */
+static void
+hm_key(struct hm *h, enum esdk_kdf kdf, const uint8_t *key, size_t key_len)
+{
+    uint8_t blk[HM_BLOCK_MAX];
+    union hm_state st;
+    size_t i;
+
+    h->kdf = kdf;
+    h->block = kdf == ESDK_KDF_HKDF_SHA256 ? 64 : 128;
+    h->hash_len = kdf == ESDK_KDF_HKDF_SHA256   ? 32
+                  : kdf == ESDK_KDF_HKDF_SHA384 ? 48
+                                                : 64;
+    memset(blk, 0, sizeof(blk));
+    if (key_len > h->block) {
+        hm_init_state(h, &st);
+        hm_update(h, &st, key, key_len);
+        hm_final(h, &st, blk);
+        sodium_memzero(&st, sizeof(st));
+    } else if (key_len > 0) {
+        memcpy(blk, key, key_len);
+    }
+    for (i = 0; i < h->block; i++) {
+        blk[i] ^= 0x36;
+    }
+    hm_init_state(h, &h->in);
+    hm_update(h, &h->in, blk, h->block);
+    for (i = 0; i < h->block; i++) {
+        blk[i] ^= 0x36 ^ 0x5c;
+    }
+    hm_init_state(h, &h->out);
+    hm_update(h, &h->out, blk, h->block);
+    sodium_memzero(blk, sizeof(blk));
+}
+
+/* hm_mac - HMAC of a || b || c (any may be empty) into md (hash_len). */
+static void
+hm_mac(const struct hm *h, const uint8_t *a, size_t a_len, const uint8_t *b,
+       size_t b_len, const uint8_t *c, size_t c_len, uint8_t *md)
+{
+    union hm_state st;
+    uint8_t inner[64];
+
+    memcpy(&st, &h->in, sizeof(st));
+    hm_update(h, &st, a, a_len);
+    hm_update(h, &st, b, b_len);
+    hm_update(h, &st, c, c_len);
+    hm_final(h, &st, inner);
+    memcpy(&st, &h->out, sizeof(st));
+    hm_update(h, &st, inner, h->hash_len);
+    hm_final(h, &st, md);
+    sodium_memzero(&st, sizeof(st));
+    sodium_memzero(inner, sizeof(inner));
+}
+
+/* RFC 5869 expand of one output on the PRK's midstates. */
+static int
+hkdf_expand(const struct hm *prk, const uint8_t *info, size_t info_len,
+            uint8_t *out, size_t out_len)
+{
+    uint8_t t[64];
+    size_t off = 0, n, t_len = 0;
+    uint8_t ctr;
+
+    if (out_len > 255 * prk->hash_len) {
+        return KC_EINVAL;
+    }
+    for (ctr = 1; off < out_len; ctr++) {
+        hm_mac(prk, t, t_len, info, info_len, &ctr, 1, t);
+        t_len = prk->hash_len;
+        n = out_len - off < t_len ? out_len - off : t_len;
+        memcpy(out + off, t, n);
+        off += n;
+    }
+    sodium_memzero(t, sizeof(t));
+    return 0;
+}
+
+int
+esdk_hkdf(enum esdk_kdf kdf, const uint8_t *ikm, size_t ikm_len,
+          const uint8_t *salt, size_t salt_len, size_t n_out,
+          const uint8_t *const *info, const size_t *info_len,
+          uint8_t *const *out, const size_t *out_len)
+{
+    struct hm h;
+    uint8_t prk[64];
+    size_t i;
+    int r = 0;
+
+    if (kdf != ESDK_KDF_HKDF_SHA256 && kdf != ESDK_KDF_HKDF_SHA384 &&
+        kdf != ESDK_KDF_HKDF_SHA512) {
+        return KC_EINVAL;
+    }
+    /* Extract: PRK = HMAC(salt, ikm); an empty salt is hash-length
+     * zeros, which as an HMAC key is the same as no key bytes at all. */
+    hm_key(&h, kdf, salt, salt_len);
+    hm_mac(&h, ikm, ikm_len, NULL, 0, NULL, 0, prk);
+    /* Expand every output from one keying of the PRK. */
+    hm_key(&h, kdf, prk, h.hash_len);
+    for (i = 0; i < n_out && r == 0; i++) {
+        r = hkdf_expand(&h, info[i], info_len[i], out[i], out_len[i]);
+    }
+    if (r != 0) {
+        for (i = 0; i < n_out; i++) {
+            kc_wipe(out[i], out_len[i]);
+        }
+    }
+    sodium_memzero(&h, sizeof(h));
+    sodium_memzero(prk, sizeof(prk));
+    return r;
+}
+#else
+int
+esdk_hkdf(enum esdk_kdf kdf, const uint8_t *ikm, size_t ikm_len,
+          const uint8_t *salt, size_t salt_len, size_t n_out,
+          const uint8_t *const *info, const size_t *info_len,
+          uint8_t *const *out, const size_t *out_len)
+{
+    return hkdf_evp(kdf, ikm, ikm_len, salt, salt_len, n_out, info,
+                    info_len, out, out_len);
+}
+#endif
+
+int
+esdk_hkdf_reference(enum esdk_kdf kdf, const uint8_t *ikm, size_t ikm_len,
+                    const uint8_t *salt, size_t salt_len, size_t n_out,
+                    const uint8_t *const *info, const size_t *info_len,
+                    uint8_t *const *out, const size_t *out_len)
+{
+    return hkdf_evp(kdf, ikm, ikm_len, salt, salt_len, n_out, info,
+                    info_len, out, out_len);
 }
 
 /* ---- ECDSA ------------------------------------------------------------ */

@@ -174,6 +174,54 @@ KC_MUST_USE int esdk_enc_finish(struct esdk_enc *enc, const uint8_t *data_key,
 /* esdk_enc_free - wipe and free (signing key included).  NULL is a no-op. */
 void esdk_enc_free(struct esdk_enc *enc);
 
+/*
+ * Per-data-key header templates.  For the non-signing suite 0x0478 every
+ * message under one data key has the same header except its message ID
+ * and commitment key: version, suite, the serialized context, the EDKs,
+ * content type and frame length are fixed.  A template holds those bytes
+ * serialized once (build it when a data key is cached, keep it with the
+ * key), so each message costs only: 32 random bytes, HKDF, and AES-GCM
+ * over the header and body.  Templates hold no secret (context and EDKs
+ * are public in every message).
+ */
+struct esdk_tmpl; /* opaque */
+
+/*
+ * esdk_tmpl_new - the template for messages under suite with the caller's
+ * context ec (borrowed; must pass esdk_ec_check_caller) and edks (at
+ * least one; borrowed, copied into the template), frame_len bytes per
+ * frame.  Returns 0 with *out (esdk_tmpl_free), KC_EUNSUPPORTED for a
+ * signing suite or any suite but 0x0478 (use esdk_enc_new), KC_EINVAL,
+ * KC_ECONTEXT, KC_ETOOBIG, KC_ENOMEM.
+ */
+KC_MUST_USE int esdk_tmpl_new(uint16_t suite, const struct esdk_ec *ec,
+                              const struct esdk_edk_list *edks,
+                              uint32_t frame_len, struct esdk_tmpl **out);
+
+/*
+ * esdk_tmpl_encrypt - append one whole message (fresh message ID, header
+ * from t, framed body) for pt to out; byte-for-byte what esdk_enc_new +
+ * esdk_enc_finish would write with the same ID.  data_key (dk_len = the
+ * suite's key length) is borrowed.  Returns 0, KC_EINVAL, KC_ETOOBIG,
+ * KC_ENOMEM, KC_ESYS; on failure out is as it was.
+ */
+KC_MUST_USE int esdk_tmpl_encrypt(const struct esdk_tmpl *t,
+                                  const uint8_t *data_key, size_t dk_len,
+                                  const uint8_t *pt, size_t pt_len,
+                                  struct kc_buf *out);
+
+/* esdk_tmpl_msg_len - exact length of a message for pt_len bytes. */
+size_t esdk_tmpl_msg_len(const struct esdk_tmpl *t, size_t pt_len);
+
+/* esdk_tmpl_free - free a template.  NULL is a no-op. */
+void esdk_tmpl_free(struct esdk_tmpl *t);
+
+/*
+ * esdk_rand_shutdown - wipe and unmap this thread's randomness pool (at
+ * exit; a later draw makes a new one).  Thread-safe per thread.
+ */
+void esdk_rand_shutdown(void);
+
 /* ---- reader ---------------------------------------------------------- */
 
 struct esdk_limits {

@@ -26,7 +26,10 @@
 
 /* ---- crypto.c -------------------------------------------------------- */
 
-/* esdk_rand - fill p with n bytes from the CSPRNG.  0 or KC_ESYS. */
+/*
+ * esdk_rand - fill p with n bytes from the CSPRNG (OpenSSL's DRBG, drawn
+ * through a per-thread pool: see crypto.c).  0 or KC_ESYS.
+ */
 KC_MUST_USE int esdk_rand(void *p, size_t n);
 
 /*
@@ -71,13 +74,27 @@ KC_MUST_USE int esdk_gcm_open(struct esdk_gcm *g, const uint8_t *iv,
  * esdk_hkdf - RFC 5869 HKDF with the suite's hash: extract(salt, ikm)
  * once, then expand to each of n_out outputs (info[i], out[i], out_len[i]).
  * salt may be empty (the v1 rule: hash-length zeros).
- * Returns 0, KC_EUNSUPPORTED, KC_ENOMEM, KC_ESYS.  Outputs wiped on error.
+ * Returns 0, KC_EINVAL, KC_EUNSUPPORTED, KC_ENOMEM, KC_ESYS.  Outputs
+ * wiped on error.  Computed on reused HMAC midstates (crypto.c).
  */
 KC_MUST_USE int esdk_hkdf(enum esdk_kdf kdf, const uint8_t *ikm,
                           size_t ikm_len, const uint8_t *salt,
                           size_t salt_len, size_t n_out,
                           const uint8_t *const *info, const size_t *info_len,
                           uint8_t *const *out, const size_t *out_len);
+
+/*
+ * esdk_hkdf_reference - the same through OpenSSL's EVP_KDF "HKDF" with a
+ * fresh context per call: the slow, independent implementation the unit
+ * tests compare esdk_hkdf against.  Same returns.
+ */
+KC_MUST_USE int esdk_hkdf_reference(enum esdk_kdf kdf, const uint8_t *ikm,
+                                    size_t ikm_len, const uint8_t *salt,
+                                    size_t salt_len, size_t n_out,
+                                    const uint8_t *const *info,
+                                    const size_t *info_len,
+                                    uint8_t *const *out,
+                                    const size_t *out_len);
 
 /* ECDSA over the suite's curve and hash.  EVP_PKEY is freed by
  * EVP_PKEY_free. */

@@ -8,11 +8,14 @@ Environment:
   KC_AGENT  path of keycache-agent (required)
   KC_CTL    path of keycachectl (required by the CLI tests)
   KC_KEEP   if set, scratch directories are kept for inspection
+  KC_AGENT_WRAPPER  optional command prefix for every agent this harness
+            starts (e.g. "valgrind --error-exitcode=99 ..."); empty: none
 """
 
 import atexit
 import base64
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -73,6 +76,13 @@ def agent_path():
     if not p or not os.access(p, os.X_OK):
         raise unittest.SkipTest("KC_AGENT not set or not executable")
     return p
+
+
+def agent_wrapper():
+    """KC_AGENT_WRAPPER split into words: a command the agent runs under,
+    e.g. "valgrind --error-exitcode=99 --leak-check=full" (empty: none)."""
+    w = os.environ.get("KC_AGENT_WRAPPER", "").strip()
+    return shlex.split(w) if w else []
 
 
 def ctl_path():
@@ -227,7 +237,8 @@ class Agent:
         _agent_logs.append(self.log_path)
 
     def argv(self):
-        return [agent_path(), "--config", self.config] + self.args
+        return (agent_wrapper() + [agent_path(), "--config", self.config]
+                + self.args)
 
     def spawn(self):
         with open(self.log_path, "ab") as log:
