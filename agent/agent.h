@@ -19,6 +19,7 @@ struct event_base;
 struct conn;
 struct flight;
 struct pending;
+struct staged;
 
 struct agent_counters {
     uint64_t requests;        /* frames dispatched */
@@ -28,7 +29,10 @@ struct agent_counters {
 
 struct agent {
     struct event_base *base;
-    const struct agent_config *cfg;  /* retained */
+    const struct agent_config *cfg;  /* the config in force */
+    struct agent_config *cfg_owned;  /* owned: same as cfg */
+    const char *config_path;         /* retained: for reload */
+    struct staged *reload_staged;    /* validated reload waiting */
     struct keyring *keys;            /* owned */
     struct cache *cache;             /* owned */
     struct esdk_limits limits;
@@ -40,6 +44,9 @@ struct agent {
     struct flight *flights;          /* provider calls in the air */
     struct pending *pending;         /* requests waiting on them */
     size_t npending;
+    bool ready;                      /* pre-warm done, socket serving */
+    size_t warmup_pending;           /* pre-warm fetches still running */
+    size_t warmup_failed;
 };
 
 #endif /* KC_AGENT_H */

@@ -107,6 +107,19 @@ cache_id_dec(const struct cache *c, const char *alias,
     crypto_generichash_final(&st, id, CACHE_ID_LEN);
 }
 
+void
+cache_id_successor(const struct cache *c, const uint8_t id[CACHE_ID_LEN],
+                   uint8_t out[CACHE_ID_LEN])
+{
+    crypto_generichash_state st;
+
+    crypto_generichash_init(&st, c->hash_key, sizeof(c->hash_key),
+                            CACHE_ID_LEN);
+    hash_part(&st, "next", 4);
+    hash_part(&st, id, CACHE_ID_LEN);
+    crypto_generichash_final(&st, out, CACHE_ID_LEN);
+}
+
 static size_t
 bucket_of(const struct cache *c, const uint8_t id[CACHE_ID_LEN])
 {
@@ -224,17 +237,25 @@ cache_retire(struct cache *c, struct cache_entry *e)
 }
 
 struct cache_entry *
-cache_lookup(struct cache *c, const uint8_t id[CACHE_ID_LEN])
+cache_lookup_grace(struct cache *c, const uint8_t id[CACHE_ID_LEN],
+                   uint64_t grace_ms, bool *stale)
 {
     struct cache_entry *e = c->buckets[bucket_of(c, id)];
+    uint64_t now;
 
+    *stale = false;
     while (e != NULL && sodium_memcmp(e->id, id, CACHE_ID_LEN) != 0) {
         e = e->hnext;
     }
     if (e == NULL) {
         return NULL;
     }
-    if (c->clock() >= e->expires_ms) {
+    now = c->clock();
+    if (now >= e->expires_ms) {
+        if (now - e->expires_ms < grace_ms) {
+            *stale = true;
+            return e;
+        }
         c->t.expirations++;
         note(e, "expired");
         cache_remove(c, e);
@@ -243,6 +264,27 @@ cache_lookup(struct cache *c, const uint8_t id[CACHE_ID_LEN])
     lru_unlink(c, e);
     lru_push_front(c, e);
     return e;
+}
+
+struct cache_entry *
+cache_lookup(struct cache *c, const uint8_t id[CACHE_ID_LEN])
+{
+    bool stale;
+
+    return cache_lookup_grace(c, id, 0, &stale);
+}
+
+void
+cache_rekey(struct cache *c, struct cache_entry *e,
+            const uint8_t id[CACHE_ID_LEN])
+{
+    size_t b;
+
+    table_unlink(c, e);
+    memcpy(e->id, id, CACHE_ID_LEN);
+    b = bucket_of(c, id);
+    e->hnext = c->buckets[b];
+    c->buckets[b] = e;
 }
 
 void
@@ -275,6 +317,17 @@ cache_insert(struct cache *c, struct cache_entry *e,
     c->t.entries++;
     if (e->slot != NULL) {
         e->slot->entries++;
+    }
+}
+
+void
+cache_foreach(const struct cache *c,
+              void (*fn)(const struct cache_entry *e, void *arg), void *arg)
+{
+    const struct cache_entry *e;
+
+    for (e = c->lru_head; e != NULL; e = e->lnext) {
+        fn(e, arg);
     }
 }
 

@@ -48,6 +48,8 @@ struct cache_entry {
     uint64_t messages;          /* messages encrypted with dk */
     uint64_t bytes;             /* plaintext bytes encrypted with dk */
     bool in_table;
+    bool refreshing;            /* a successor is being fetched */
+    bool grace_logged;          /* used past its TTL; logged once */
     /* intrusive links, owned by the cache */
     struct cache_entry *hnext;
     struct cache_entry *lprev;
@@ -89,6 +91,17 @@ void cache_id_dec(const struct cache *c, const char *alias,
                   size_t ec_len, uint8_t id[CACHE_ID_LEN]);
 
 /*
+ * cache_id_successor - the id under which the next data key for id is
+ * kept while it waits to take over (refresh-ahead).
+ */
+void cache_id_successor(const struct cache *c, const uint8_t id[CACHE_ID_LEN],
+                        uint8_t out[CACHE_ID_LEN]);
+
+/* cache_rekey - move e (in the table) to id, keeping its TTL. */
+void cache_rekey(struct cache *c, struct cache_entry *e,
+                 const uint8_t id[CACHE_ID_LEN]);
+
+/*
  * cache_lookup - the live entry with this id, or NULL.  An entry whose
  * TTL has passed is removed (wiped) and NULL returned.  A hit becomes the
  * most recently used.  The pointer is borrowed: valid until the next call
@@ -96,6 +109,16 @@ void cache_id_dec(const struct cache *c, const char *alias,
  */
 struct cache_entry *cache_lookup(struct cache *c,
                                  const uint8_t id[CACHE_ID_LEN]);
+
+/*
+ * cache_lookup_grace - like cache_lookup, but an entry up to grace_ms
+ * past its TTL is kept and returned with *stale set, for use only if the
+ * provider cannot supply a fresh key (outage grace).  Past the grace it
+ * is removed like any expired entry.
+ */
+struct cache_entry *cache_lookup_grace(struct cache *c,
+                                       const uint8_t id[CACHE_ID_LEN],
+                                       uint64_t grace_ms, bool *stale);
 
 /*
  * cache_entry_new - an entry outside the table with a zeroed dk_len-byte
@@ -122,6 +145,11 @@ void cache_remove(struct cache *c, struct cache_entry *e);
 
 /* cache_retire - cache_remove, counted as retired at a usage cap. */
 void cache_retire(struct cache *c, struct cache_entry *e);
+
+/* cache_foreach - call fn for every entry (no removal during the walk). */
+void cache_foreach(const struct cache *c,
+                   void (*fn)(const struct cache_entry *e, void *arg),
+                   void *arg);
 
 /* cache_totals_get - current totals. */
 void cache_totals_get(const struct cache *c, struct cache_totals *t);

@@ -243,6 +243,32 @@ key_key(struct parse_state *st, const char *name, const char *v)
         }
         return set_str(&k->signature, v);
     }
+    if (strcmp(name, "ttl_jitter") == 0 ||
+        strcmp(name, "refresh_ahead") == 0) {
+        char *end;
+        double d;
+
+        errno = 0;
+        d = strtod(v, &end);
+        if (errno != 0 || *v == '\0' || *end != '\0' || d < 0 ||
+            d > (name[0] == 't' ? 0.5 : 0.99)) {
+            snprintf(st->err, sizeof(st->err),
+                     "[key.%s] %s must be a fraction in 0..%s", k->alias,
+                     name, name[0] == 't' ? "0.5" : "0.99");
+            return -1;
+        }
+        *(name[0] == 't' ? &k->ttl_jitter : &k->refresh_ahead) = d;
+        return 0;
+    }
+    if (strcmp(name, "encrypt_grace") == 0 ||
+        strcmp(name, "decrypt_grace") == 0) {
+        if (key_number(st, name, v, 0, 86400 * 7, &n) != 0) {
+            return -1;
+        }
+        *(name[0] == 'e' ? &k->encrypt_grace_ms : &k->decrypt_grace_ms) =
+            n * 1000;
+        return 0;
+    }
     if (strcmp(name, "connect_timeout") == 0) {
         return key_number(st, name, v, 1, 600000, &k->connect_timeout_ms);
     }
@@ -254,6 +280,7 @@ key_key(struct parse_state *st, const char *name, const char *v)
             const char *name;
             size_t off;
         } strs[] = {
+            {"prewarm", offsetof(struct key_config, prewarm)},
             {"allow_encrypt", offsetof(struct key_config, allow_encrypt)},
             {"allow_decrypt", offsetof(struct key_config, allow_decrypt)},
             {"also_wrap_with", offsetof(struct key_config, also_wrap_with)},
@@ -363,6 +390,8 @@ key_new(struct parse_state *st, const char *alias)
     k->max_bytes = CONFIG_DEFAULT_MAX_BYTES;
     k->suite = ESDK_SUITE_AES256_HKDF_SHA512_COMMIT;
     k->frame_len = ESDK_DEFAULT_FRAME_LEN;
+    k->ttl_jitter = 0.05;
+    k->refresh_ahead = 0.8;
     *st->tail = k;
     st->tail = &k->next;
     st->cfg->nkeys++;
@@ -555,6 +584,7 @@ config_free(struct agent_config *cfg)
         free(k->key_file);
         free(k->ns);
         free(k->name);
+        free(k->prewarm);
         free(k->allow_encrypt);
         free(k->allow_decrypt);
         free(k->also_wrap_with);

@@ -28,6 +28,14 @@
  *   name = users-email      ; raw-AES key name (default: the alias)
  *   suite = 0x0478          ; 0x0478 or 0x0578
  *   frame_len = 4096        ; plaintext bytes per body frame
+ *   ttl_jitter = 0.05       ; TTLs shortened by up to this fraction, at
+ *                           ;  random, so keys do not all expire together
+ *   refresh_ahead = 0.8     ; fetch a successor in the background once a
+ *                           ;  key is this far into its TTL or caps (0=off)
+ *   encrypt_grace = 0       ; seconds past the TTL a key may still encrypt
+ *   decrypt_grace = 0       ;  / decrypt while the provider is down
+ *   prewarm = table=users,column=email ; contexts to fetch at start,
+ *                           ;  separated by ';' (empty pair list: {})
  *   allow_encrypt = uid:1000, group:app   ; who may encrypt (default:
  *   allow_decrypt = uid:1000               ;  the agent's own uid)
  *   also_wrap_with = other-alias, ...      ; extra EDKs per message
@@ -77,6 +85,11 @@ struct key_config {
     uint64_t max_bytes;
     uint16_t suite;
     uint32_t frame_len;
+    double ttl_jitter;
+    double refresh_ahead;
+    uint64_t encrypt_grace_ms;
+    uint64_t decrypt_grace_ms;
+    char *prewarm;        /* "k=v,k=v; k=v" or NULL */
     char *allow_encrypt; /* policy text, NULL = agent's own uid only */
     char *allow_decrypt;
     char *also_wrap_with; /* comma-separated aliases, or NULL */

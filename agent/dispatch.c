@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "server.h"
 #include "wire.h"
@@ -27,6 +28,9 @@ static const struct {
     {"decrypt", handle_decrypt},
     {"stats", handle_stats},
     {"batch", handle_batch},
+    {"metrics", handle_metrics},
+    {"health", handle_health},
+    {"reload", handle_reload},
 };
 
 #define N_OPS (sizeof(op_table) / sizeof(op_table[0]))
@@ -125,6 +129,25 @@ pack_error_frame(struct req *rq, struct kc_buf *out, size_t mark,
  * appended to out, REQ_PENDING with *wait_on set (nothing appended), or
  * KC_ENOMEM (out unchanged).
  */
+void
+req_note(struct req *rq, const char *op, int code)
+{
+    enum metrics_op mop;
+
+    if (op == NULL || rq->slot == NULL) {
+        return;
+    }
+    if (strcmp(op, "encrypt") == 0) {
+        mop = METRICS_OP_ENCRYPT;
+    } else if (strcmp(op, "decrypt") == 0) {
+        mop = METRICS_OP_DECRYPT;
+    } else {
+        return;
+    }
+    metrics_note_request(rq->slot, mop, code,
+                         metrics_now_ns() - rq->start_ns);
+}
+
 static int
 run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
             const uint8_t *body, size_t len, struct kc_buf *out,
@@ -141,6 +164,7 @@ run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
     rq.a = a;
     rq.peer = peer;
     rq.pend = pend;
+    rq.start_ns = pend != NULL ? pend->start_ns : metrics_now_ns();
     msgpack_unpacked_init(&u);
     if (proto_frame_begin(out, &mark) != 0) {
         msgpack_unpacked_destroy(&u);
@@ -175,6 +199,7 @@ run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
                                                  PROTO_RESPONSE_SLACK) != 0) {
         r = req_fail(&rq, KC_ETOOBIG, "response would exceed max_frame");
     }
+    req_note(&rq, opname, r);
     if (r != 0) {
         int code = r;
 
@@ -236,6 +261,7 @@ pending_new(struct agent *a, struct conn *conn, struct authz_peer *peer,
     p->a = a;
     p->conn = conn;
     p->peer = *peer;
+    p->start_ns = metrics_now_ns();
     p->next = a->pending;
     if (p->next != NULL) {
         p->next->prev = p;

@@ -10,12 +10,16 @@
  * nothing; each waiter sees its error.  N concurrent misses therefore
  * cost one provider call, not N.
  */
+#include <event2/event.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "audit.h"
 #include "log.h"
+#include "reload.h"
+#include "metrics.h"
 #include "request.h"
 
 enum flight_stage {
@@ -38,6 +42,8 @@ struct flight {
     uint64_t ttl_ms;
     struct provider_error perr;
     struct pending *waiters;
+    /* background flights (pre-warm, refresh-ahead): told when done */
+    void (*on_done)(struct agent *a, struct keyslot *slot, int status);
     struct flight *prev;
     struct flight *next;
 };
@@ -166,6 +172,22 @@ flight_run(struct flight *f)
 }
 
 /*
+ * A TTL shortened by a random part of up to jitter (a fraction), so keys
+ * fetched together do not all expire, and hit the provider, together.
+ */
+static uint64_t
+jittered(uint64_t ttl_ms, double jitter)
+{
+    uint64_t span = (uint64_t)((double)ttl_ms * jitter);
+
+    if (span == 0) {
+        return ttl_ms;
+    }
+    return ttl_ms - (uint64_t)randombytes_uniform(
+                        (uint32_t)(span > UINT32_MAX ? UINT32_MAX : span));
+}
+
+/*
  * Put a finished flight's entry into the cache.  A fresh encryption key
  * also seeds a decryption entry for its first EDK, so reading back what
  * was just written costs no provider call.
@@ -188,7 +210,7 @@ flight_commit(struct flight *f)
     audit_key_event(f->slot->cfg->alias,
                     e->kind == CACHE_ENC ? "generated" : "unwrapped",
                     f->slot->provider->ops->name);
-    cache_insert(c, e, f->id, f->ttl_ms);
+    cache_insert(c, e, f->id, jittered(f->ttl_ms, f->slot->cfg->ttl_jitter));
     return e;
 }
 
@@ -207,6 +229,12 @@ flight_unlink(struct flight *f)
 }
 
 static void
+reload_later(evutil_socket_t fd, short what, void *arg)
+{
+    reload_poll(arg);
+}
+
+static void
 flight_finish(struct flight *f, int status)
 {
     struct pending *p, *next;
@@ -215,6 +243,9 @@ flight_finish(struct flight *f, int status)
     if (status == 0) {
         flight_commit(f);
     } else {
+        metrics_note_provider_error(f->slot, f->perr.code[0] != '\0'
+                                                 ? f->perr.code
+                                                 : kc_errname(status));
         audit_key_event(f->slot->cfg->alias, "provider_error",
                         f->perr.code[0] != '\0' ? f->perr.code
                                                 : kc_errname(status));
@@ -228,6 +259,18 @@ flight_finish(struct flight *f, int status)
         next = p->next_waiter;
         p->next_waiter = NULL;
         dispatch_resume(p, f->id, status, &f->perr);
+    }
+    if (f->on_done != NULL) {
+        f->on_done(f->a, f->slot, status);
+    }
+    if (f->a->flights == NULL && f->a->reload_staged != NULL &&
+        f->a->base != NULL) {
+        /* Not from here: a provider is on the stack, and applying the
+         * reload frees the old providers.  Next loop turn instead. */
+        struct timeval now = {0, 0};
+
+        (void)event_base_once(f->a->base, -1, EV_TIMEOUT, reload_later,
+                              f->a, &now);
     }
     flight_free(f);
 }
@@ -325,6 +368,9 @@ flight_start(struct req *rq, struct flight *f, struct cache_entry **out)
         return REQ_PENDING;
     }
     if (r != 0) {
+        metrics_note_provider_error(f->slot, f->perr.code[0] != '\0'
+                                                 ? f->perr.code
+                                                 : kc_errname(r));
         r = fail_provider(rq, r, &f->perr);
         flight_free(f);
         return r;
@@ -332,6 +378,134 @@ flight_start(struct req *rq, struct flight *f, struct cache_entry **out)
     *out = flight_commit(f);
     flight_free(f);
     return 0;
+}
+
+/* A provider failure that outage grace may bridge: not a rejection. */
+static bool
+is_outage(int status)
+{
+    return status != KC_EAUTH && status != KC_EDENIED &&
+           status != KC_ENODATAKEY;
+}
+
+/* Use an entry past its TTL because the provider is down: counted and
+ * logged (once per entry). */
+static void
+note_grace(struct keyslot *slot, struct cache_entry *e, enum metrics_op op)
+{
+    slot->m.grace_uses[op]++;
+    if (!e->grace_logged) {
+        e->grace_logged = true;
+        log_warn("key %s: provider unavailable; using a %s data key past "
+                 "its TTL (outage grace)", slot->cfg->alias,
+                 op == METRICS_OP_ENCRYPT ? "encryption" : "decryption");
+        audit_key_event(slot->cfg->alias, "grace_use",
+                        op == METRICS_OP_ENCRYPT ? "encrypt" : "decrypt");
+    }
+}
+
+/*
+ * Start a flight that no request waits on (pre-warm, refresh-ahead).
+ * on_done, if given, hears the outcome.  Returns 0 (started, or already
+ * in the air, or done at once) or an error starting it.
+ */
+static int
+flight_background(struct agent *a, struct keyslot *slot,
+                  const uint8_t id[CACHE_ID_LEN], const struct esdk_ec *ec,
+                  const uint8_t *ec_ser, size_t ec_len,
+                  void (*on_done)(struct agent *, struct keyslot *, int))
+{
+    struct flight *f;
+    int r;
+
+    if (flight_find(a, id) != NULL) {
+        return 0;
+    }
+    if ((r = flight_new(a, slot, id, ec, ec_ser, ec_len, &f)) != 0 ||
+        (r = cache_entry_new(CACHE_ENC, slot, 32, &f->e)) != 0) {
+        flight_free(f);
+        return r;
+    }
+    f->stage = STAGE_GENERATE;
+    f->ttl_ms = slot->cfg->ttl_ms;
+    f->on_done = on_done;
+    r = flight_run(f);
+    if (r == REQ_PENDING) {
+        f->next = a->flights;
+        if (f->next != NULL) {
+            f->next->prev = f;
+        }
+        a->flights = f;
+        return 0;
+    }
+    if (r == 0) {
+        flight_commit(f);
+    } else {
+        metrics_note_provider_error(slot, f->perr.code[0] != '\0'
+                                              ? f->perr.code
+                                              : kc_errname(r));
+    }
+    flight_free(f);
+    if (on_done != NULL) {
+        on_done(a, slot, r);
+    }
+    return 0;
+}
+
+/*
+ * Refresh-ahead: once a key in use is refresh_ahead of the way through
+ * its TTL, fetch its successor in the background under the successor id.
+ * The current key keeps serving until its TTL or a cap ends it (caps
+ * stay exact); then the successor takes over without a provider call,
+ * so steady traffic never waits on the provider.
+ */
+static void
+maybe_refresh(struct req *rq, struct keyslot *slot, struct cache_entry *e,
+              const struct esdk_ec *ec, const uint8_t *ec_ser, size_t ec_len)
+{
+    double f = slot->cfg->refresh_ahead;
+    uint8_t next[CACHE_ID_LEN];
+    uint64_t now, life;
+
+    if (f <= 0 || e->refreshing) {
+        return;
+    }
+    now = cache_now(rq->a->cache);
+    life = e->expires_ms - e->created_ms;
+    if ((double)(now - e->created_ms) < f * (double)life) {
+        return;
+    }
+    e->refreshing = true;
+    cache_id_successor(rq->a->cache, e->id, next);
+    if (cache_lookup(rq->a->cache, next) != NULL) {
+        return;
+    }
+    slot->m.refreshes++;
+    log_debug("key %s: fetching the next data key ahead of expiry",
+              slot->cfg->alias);
+    (void)flight_background(rq->a, slot, next, ec, ec_ser, ec_len, NULL);
+}
+
+/*
+ * The successor fetched ahead for id, promoted to id, or NULL.  A stale
+ * current entry under id is dropped first.
+ */
+static struct cache_entry *
+take_successor(struct cache *c, const uint8_t id[CACHE_ID_LEN],
+               struct cache_entry *stale_current)
+{
+    uint8_t next[CACHE_ID_LEN];
+    struct cache_entry *s;
+
+    cache_id_successor(c, id, next);
+    if ((s = cache_lookup(c, next)) == NULL) {
+        return NULL;
+    }
+    if (stale_current != NULL) {
+        cache_remove(c, stale_current);
+    }
+    cache_rekey(c, s, id);
+    return s;
 }
 
 int
@@ -345,32 +519,58 @@ flight_enc_entry(struct req *rq, struct keyslot *slot,
     struct cache_entry *e;
     struct flight *f;
     uint8_t id[CACHE_ID_LEN];
+    bool stale;
     int r;
 
     cache_id_enc(c, k->alias, ec_ser, ec_len, id);
-    e = cache_lookup(c, id);
+    e = cache_lookup_grace(c, id, k->encrypt_grace_ms, &stale);
     /* A used key that this message would push past max_bytes rotates.
      * An unused one always serves one message, even one larger than
      * max_bytes on its own, and is then retired: so every flight serves
      * at least one waiter and no request can starve. */
     if (e != NULL && e->messages > 0 && e->bytes + pt_len > k->max_bytes) {
-        log_info("key %s: data key would pass max_bytes; rotating",
-                 k->alias);
+        log_debug("key %s: data key would pass max_bytes; rotating",
+                  k->alias);
         cache_retire(c, e);
         e = NULL;
     }
-    if (e != NULL) {
-        slot->n.cache_hits++;
+    fl = req_failure_find(rq, id);
+    if (e != NULL && stale && fl != NULL && is_outage(fl->status)) {
+        note_grace(slot, e, METRICS_OP_ENCRYPT);
         *out = e;
         return 0;
     }
-    if ((fl = req_failure_find(rq, id)) != NULL) {
+    if (e == NULL || stale) {
+        struct cache_entry *s = take_successor(c, id, e);
+
+        if (s != NULL) {
+            e = s;
+            stale = false;
+        }
+    }
+    if (e != NULL && !stale) {
+        slot->n.cache_hits++;
+        maybe_refresh(rq, slot, e, ec, ec_ser, ec_len);
+        *out = e;
+        return 0;
+    }
+    if (fl != NULL) {
         return fail_provider(rq, fl->status, &fl->perr);
     }
     slot->n.cache_misses++;
     if ((f = flight_find(rq->a, id)) != NULL) {
         rq->wait_on = f;
         return REQ_PENDING;
+    }
+    {
+        /* A successor already on its way: wait for it, not a new key. */
+        uint8_t next[CACHE_ID_LEN];
+
+        cache_id_successor(c, id, next);
+        if ((f = flight_find(rq->a, next)) != NULL) {
+            rq->wait_on = f;
+            return REQ_PENDING;
+        }
     }
     if ((r = flight_new(rq->a, slot, id, ec, ec_ser, ec_len, &f)) != 0 ||
         (r = cache_entry_new(CACHE_ENC, slot, 32, &f->e)) != 0) {
@@ -379,7 +579,40 @@ flight_enc_entry(struct req *rq, struct keyslot *slot,
     }
     f->stage = STAGE_GENERATE;
     f->ttl_ms = k->ttl_ms;
-    return flight_start(rq, f, out);
+    r = flight_start(rq, f, out);
+    if (r != 0 && r != REQ_PENDING && e != NULL && stale &&
+        (e = cache_lookup_grace(c, id, k->encrypt_grace_ms, &stale)) != NULL &&
+        stale) {
+        /* The provider failed at once: bridge with the stale key. */
+        note_grace(slot, e, METRICS_OP_ENCRYPT);
+        *out = e;
+        return 0;
+    }
+    return r;
+}
+
+/*
+ * flight_prewarm - fetch the encryption key for (slot, ec) at start;
+ * on_done hears the outcome (at once for a synchronous provider).
+ */
+int
+flight_prewarm(struct agent *a, struct keyslot *slot,
+               const struct esdk_ec *ec,
+               void (*on_done)(struct agent *, struct keyslot *, int))
+{
+    struct kc_buf ec_ser;
+    uint8_t id[CACHE_ID_LEN];
+    int r;
+
+    kc_buf_init(&ec_ser, 0);
+    if ((r = esdk_ec_serialize(ec, &ec_ser)) == 0) {
+        cache_id_enc(a->cache, slot->cfg->alias, ec_ser.data, ec_ser.len,
+                     id);
+        r = flight_background(a, slot, id, ec, ec_ser.data, ec_ser.len,
+                              on_done);
+    }
+    kc_buf_clear(&ec_ser);
+    return r;
 }
 
 int
@@ -392,17 +625,26 @@ flight_dec_key(struct req *rq, struct keyslot *slot,
     struct cache_entry *e;
     struct flight *f;
     uint8_t id[CACHE_ID_LEN];
+    bool stale;
     int r;
 
     cache_id_dec(c, slot->cfg->alias, edk, h->ec_canonical.data,
                  h->ec_canonical.len, id);
-    e = cache_lookup(c, id);
-    if (e != NULL && e->dk_len == h->suite->key_len) {
-        slot->n.cache_hits++;
+    e = cache_lookup_grace(c, id, slot->cfg->decrypt_grace_ms, &stale);
+    if (e != NULL && e->dk_len != h->suite->key_len) {
+        e = NULL;
+    }
+    fl = req_failure_find(rq, id);
+    if (e != NULL && (!stale || (fl != NULL && is_outage(fl->status)))) {
+        if (stale) {
+            note_grace(slot, e, METRICS_OP_DECRYPT);
+        } else {
+            slot->n.cache_hits++;
+        }
         *dk = e->dk;
         return 0;
     }
-    if ((fl = req_failure_find(rq, id)) != NULL) {
+    if (fl != NULL) {
         return fail_provider(rq, fl->status, &fl->perr);
     }
     slot->n.cache_misses++;
@@ -423,7 +665,16 @@ flight_dec_key(struct req *rq, struct keyslot *slot,
     }
     f->stage = STAGE_UNWRAP;
     f->ttl_ms = slot->cfg->decrypt_ttl_ms;
-    if ((r = flight_start(rq, f, &e)) != 0) {
+    r = flight_start(rq, f, &e);
+    if (r != 0 && r != REQ_PENDING && stale &&
+        (e = cache_lookup_grace(c, id, slot->cfg->decrypt_grace_ms,
+                                &stale)) != NULL &&
+        stale && e->dk_len == h->suite->key_len) {
+        note_grace(slot, e, METRICS_OP_DECRYPT);
+        *dk = e->dk;
+        return 0;
+    }
+    if (r != 0) {
         return r;
     }
     *dk = e->dk;

@@ -15,6 +15,7 @@
 #include "audit.h"
 #include "keymem.h"
 #include "log.h"
+#include "reload.h"
 #include "request.h"
 #include "wire.h"
 
@@ -598,8 +599,8 @@ batch_run_item(struct req *rq, const msgpack_object *item,
                struct batch_state *bs, size_t i, struct flight **wait_on)
 {
     struct req sub = *rq;
-    const char *op;
-    size_t op_len;
+    const char *op = NULL;
+    size_t op_len = 0;
     int r;
 
     sub.map = item;
@@ -631,6 +632,13 @@ batch_run_item(struct req *rq, const msgpack_object *item,
         if (sub.slot != NULL) {
             sub.slot->n.errors++;
         }
+    }
+    if (op != NULL) {
+        char opn[8];
+
+        snprintf(opn, sizeof(opn), "%.*s", (int)(op_len < 7 ? op_len : 7),
+                 op);
+        req_note(&sub, opn, r);
     }
     bs->done[i] = true;
     return 0;
@@ -710,6 +718,88 @@ handle_batch(struct req *rq)
     }
     if (rq->pend == NULL) {
         batch_state_free(bs);
+    }
+    return 0;
+}
+
+/* ---- metrics and health ---------------------------------------------- */
+
+int
+handle_metrics(struct req *rq)
+{
+    struct kc_buf text;
+    int r;
+
+    if (!authz_allows(&rq->a->stats_policy, rq->peer)) {
+        audit_decision(rq->peer, "metrics", NULL, false);
+        return fail(rq, KC_EDENIED, "permission denied: uid %ld may not "
+                    "read metrics", (long)rq->peer->uid);
+    }
+    kc_buf_init(&text, 0);
+    if ((r = metrics_render(rq->a, &text)) != 0) {
+        kc_buf_clear(&text);
+        return fail(rq, r, "cannot render metrics");
+    }
+    pack_ok_header(rq, 1);
+    proto_pack_cstr(&rq->pk, "text");
+    proto_pack_strn(&rq->pk, (const char *)text.data, text.len);
+    kc_buf_clear(&text);
+    return 0;
+}
+
+/*
+ * Liveness is answering at all (the loop turns); readiness also needs
+ * the configured pre-warm fetches to have finished.  Open to any peer
+ * that can reach the socket: it reveals no key or count.
+ */
+int
+handle_health(struct req *rq)
+{
+    struct agent *a = rq->a;
+
+    pack_ok_header(rq, 4);
+    proto_pack_cstr(&rq->pk, "live");
+    msgpack_pack_true(&rq->pk);
+    proto_pack_cstr(&rq->pk, "ready");
+    if (a->ready) {
+        msgpack_pack_true(&rq->pk);
+    } else {
+        msgpack_pack_false(&rq->pk);
+    }
+    proto_pack_cstr(&rq->pk, "warmup_pending");
+    msgpack_pack_uint64(&rq->pk, a->warmup_pending);
+    proto_pack_cstr(&rq->pk, "warmup_failed");
+    msgpack_pack_uint64(&rq->pk, a->warmup_failed);
+    return 0;
+}
+
+/*
+ * Reload the config file, as SIGHUP does.  Only the agent's own uid may
+ * (the same rule as for signalling the process).
+ */
+int
+handle_reload(struct req *rq)
+{
+    static const struct authz_policy own_uid = {NULL, 0, true};
+    char err[512] = "";
+    int r;
+
+    if (!authz_allows(&own_uid, rq->peer)) {
+        audit_decision(rq->peer, "reload", NULL, false);
+        return fail(rq, KC_EDENIED, "permission denied: uid %ld may not "
+                    "reload the agent", (long)rq->peer->uid);
+    }
+    audit_decision(rq->peer, "reload", NULL, true);
+    if ((r = reload_request(rq->a, err, sizeof(err))) != 0) {
+        return fail(rq, r, "reload failed, running config kept: %.300s",
+                    err);
+    }
+    pack_ok_header(rq, 1);
+    proto_pack_cstr(&rq->pk, "applied");
+    if (rq->a->reload_staged == NULL) {
+        msgpack_pack_true(&rq->pk);
+    } else {
+        msgpack_pack_false(&rq->pk);
     }
     return 0;
 }

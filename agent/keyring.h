@@ -10,6 +10,7 @@
 
 #include "authz.h"
 #include "config.h"
+#include "metrics.h"
 #include "provider.h"
 
 struct key_counters {
@@ -26,6 +27,7 @@ struct keyslot {
     const struct key_config *cfg; /* retained: owned by the config */
     struct provider *provider;    /* owned */
     struct key_counters n;
+    struct metrics_key m;
     size_t entries;               /* cache entries for this alias */
     struct authz_policy allow_encrypt;
     struct authz_policy allow_decrypt;

@@ -11,12 +11,20 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "agent.h"
 #include "dispatch.h"
 #include "keymem.h"
 #include "log.h"
+#include "reload.h"
 #include "server.h"
+#include "warmup.h"
 
 static void
 usage(FILE *f)
@@ -53,6 +61,36 @@ harden_process(void)
     return 0;
 }
 
+/* Readiness: tell systemd (Type=notify), if it is listening. */
+static void
+on_ready(struct agent *a)
+{
+#ifdef HAVE_SYSTEMD
+    (void)sd_notify(0, "READY=1\nSTATUS=serving");
+#endif
+}
+
+/*
+ * A socket passed by systemd socket activation, if any: then the unit's
+ * .socket file owns the path, mode and group.  Returns the fd or -1.
+ */
+static int
+activated_socket(void)
+{
+#ifdef HAVE_SYSTEMD
+    int n = sd_listen_fds(1);
+
+    if (n == 1 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1,
+                                    NULL, 0) > 0) {
+        return SD_LISTEN_FDS_START;
+    }
+    if (n > 1) {
+        log_warn("socket activation passed %d sockets; using none", n);
+    }
+#endif
+    return -1;
+}
+
 static int
 resolve_group(const char *name, gid_t *gid)
 {
@@ -82,8 +120,10 @@ pick_socket(const char *flag, const struct agent_config *cfg)
     return cfg->socket_path;
 }
 
+/* Takes ownership of cfg (a reload may replace it). */
 static int
-run(const struct agent_config *cfg, const char *socket_path, bool check)
+run(struct agent_config *cfg, const char *config_path,
+    const char *socket_path, bool check)
 {
     struct agent a;
     char err[512] = "";
@@ -92,6 +132,8 @@ run(const struct agent_config *cfg, const char *socket_path, bool check)
 
     memset(&a, 0, sizeof(a));
     a.cfg = cfg;
+    a.cfg_owned = cfg;
+    a.config_path = config_path;
     esdk_limits_default(&a.limits);
     a.limits.allow_legacy = cfg->allow_legacy;
     a.limits.max_message = cfg->max_frame;
@@ -101,6 +143,10 @@ run(const struct agent_config *cfg, const char *socket_path, bool check)
     }
     if ((a.base = event_base_new()) == NULL) {
         log_error("cannot create the event loop");
+        goto out;
+    }
+    if (warmup_parse_check(cfg, err, sizeof(err)) != 0) {
+        log_error("%s", err);
         goto out;
     }
     if (keyring_new(cfg, a.base, &a.keys, err, sizeof(err)) != 0) {
@@ -127,9 +173,16 @@ run(const struct agent_config *cfg, const char *socket_path, bool check)
         log_error("socket_group '%s': no such group", cfg->socket_group);
         goto out;
     }
-    if (server_socket_open(socket_path, cfg->socket_mode, gid, &fd, err,
-                           sizeof(err)) != 0) {
+    if ((fd = activated_socket()) >= 0) {
+        log_info("using the socket passed by systemd");
+    } else if (server_socket_open(socket_path, cfg->socket_mode, gid, &fd,
+                                  err, sizeof(err)) != 0) {
         log_error("%s", err);
+        goto out;
+    }
+    if (warmup_start(&a, on_ready) != 0) {
+        log_error("cannot start pre-warm");
+        close(fd);
         goto out;
     }
     log_info("keycache-agent %s starting: %zu key aliases, capacity %zu",
@@ -139,10 +192,13 @@ run(const struct agent_config *cfg, const char *socket_path, bool check)
     }
     log_info("stopped; wiping cached keys");
 out:
+    warmup_stop(&a);
+    reload_discard(&a);
     dispatch_shutdown(&a);
     cache_free(a.cache);
     keyring_free(a.keys);
     authz_policy_clear(&a.stats_policy);
+    config_free(a.cfg_owned);
     keymem_shutdown();
     if (a.base != NULL) {
         event_base_free(a.base);
@@ -163,9 +219,9 @@ main(int argc, char **argv)
     };
     struct agent_config *cfg = NULL;
     const char *config_path = NULL, *socket_flag = NULL;
-    char err[512];
+    char err[512], sock[4096];
     bool check = false;
-    int ch, r;
+    int ch;
 
     /* Before any other libevent call: evbuffers must wipe on free. */
     server_wiping_allocator_install();
@@ -205,7 +261,7 @@ main(int argc, char **argv)
         config_free(cfg);
         return 1;
     }
-    r = run(cfg, pick_socket(socket_flag, cfg), check);
-    config_free(cfg);
-    return r;
+    /* The socket path is copied: a reload may free the first config. */
+    snprintf(sock, sizeof(sock), "%s", pick_socket(socket_flag, cfg));
+    return run(cfg, config_path, sock, check);
 }

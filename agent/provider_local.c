@@ -18,6 +18,7 @@
 #include "config.h"
 #include "keyring.h"
 #include "keymem.h"
+#include "kms.h" /* aws_kms_new, alibaba_kms_new (agent/kms/) */
 
 #define MASTER_KEY_LEN 32
 
@@ -238,6 +239,10 @@ provider_new(const struct key_config *key, struct key_counters *counters,
 
     if (strcmp(key->provider, "local") == 0) {
         r = provider_local_new(key, out, err, errlen);
+    } else if (strcmp(key->provider, "aws-kms") == 0) {
+        r = aws_kms_new(key, counters, base, out, err, errlen);
+    } else if (strcmp(key->provider, "alibaba-kms") == 0) {
+        r = alibaba_kms_new(key, counters, base, out, err, errlen);
     } else {
         snprintf(err, errlen, "[key.%s]: unknown provider %s", key->alias,
                  key->provider);

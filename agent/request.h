@@ -60,6 +60,7 @@ struct pending {
     struct req_failure *failures;
     size_t nfailures;
     struct batch_state *batch;   /* batch requests only */
+    uint64_t start_ns;           /* arrival, for latency metrics */
     struct pending *next_waiter; /* in the flight's waiter list */
     struct pending *prev;        /* in the agent's list */
     struct pending *next;
@@ -76,6 +77,7 @@ struct req {
     struct pending *pend;          /* NULL on a first, synchronous run */
     struct flight *wait_on;        /* set with REQ_PENDING */
     bool is_item;                  /* a batch item: no id in results */
+    uint64_t start_ns;             /* arrival, for latency metrics */
     struct batch_state *batch_new; /* made by a first run that waits */
 };
 
@@ -97,6 +99,12 @@ int handle_encrypt(struct req *rq);
 int handle_decrypt(struct req *rq);
 int handle_stats(struct req *rq);
 int handle_batch(struct req *rq);
+int handle_metrics(struct req *rq);
+int handle_health(struct req *rq);
+int handle_reload(struct req *rq);
+
+/* req_note - record a finished encrypt/decrypt for metrics. */
+void req_note(struct req *rq, const char *op, int code);
 
 /* The names of the ops, for hello (dispatch.c). */
 size_t dispatch_op_count(void);
@@ -122,6 +130,15 @@ int flight_enc_entry(struct req *rq, struct keyslot *slot,
 int flight_dec_key(struct req *rq, struct keyslot *slot,
                    const struct esdk_header *h, const struct esdk_edk *edk,
                    const uint8_t **dk);
+
+/*
+ * flight_prewarm - fetch the encryption key for (slot, ec) in the
+ * background (config `prewarm`); on_done hears the outcome, possibly at
+ * once.  Returns 0 or an error starting it.
+ */
+int flight_prewarm(struct agent *a, struct keyslot *slot,
+                   const struct esdk_ec *ec,
+                   void (*on_done)(struct agent *, struct keyslot *, int));
 
 /* flight_join - add a pending request to a flight's waiters. */
 void flight_join(struct flight *f, struct pending *p);

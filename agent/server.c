@@ -31,6 +31,7 @@
 
 #include "dispatch.h"
 #include "log.h"
+#include "reload.h"
 #include "wire.h"
 
 #define OUT_HIGH          (4u << 20) /* pause reading past 4 MiB queued */
@@ -64,6 +65,7 @@ struct server {
     struct conn *conns;
     struct event *sig_term;
     struct event *sig_int;
+    struct event *sig_hup;
     struct event *accept_retry;
     struct event *force_exit;
 };
@@ -740,6 +742,18 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     evtimer_add(srv->force_exit, &grace);
 }
 
+static void
+sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *srv = arg;
+    char err[512];
+
+    log_info("received SIGHUP: reloading %s", srv->a->config_path);
+    if (reload_request(srv->a, err, sizeof(err)) != 0) {
+        return; /* logged; the running config stays */
+    }
+}
+
 int
 server_run(struct agent *a, int listen_fd, const char *path)
 {
@@ -761,12 +775,14 @@ server_run(struct agent *a, int listen_fd, const char *path)
     evconnlistener_set_error_cb(srv.lev, accept_error_cb);
     srv.sig_term = evsignal_new(a->base, SIGTERM, signal_cb, &srv);
     srv.sig_int = evsignal_new(a->base, SIGINT, signal_cb, &srv);
+    srv.sig_hup = evsignal_new(a->base, SIGHUP, sighup_cb, &srv);
     srv.accept_retry = evtimer_new(a->base, accept_retry_cb, &srv);
     srv.force_exit = evtimer_new(a->base, force_exit_cb, &srv);
     if (srv.sig_term == NULL || srv.sig_int == NULL ||
         srv.accept_retry == NULL || srv.force_exit == NULL ||
-        evsignal_add(srv.sig_term, NULL) != 0 ||
-        evsignal_add(srv.sig_int, NULL) != 0) {
+        srv.sig_hup == NULL || evsignal_add(srv.sig_term, NULL) != 0 ||
+        evsignal_add(srv.sig_int, NULL) != 0 ||
+        evsignal_add(srv.sig_hup, NULL) != 0) {
         log_error("cannot set up signal handling");
         goto out;
     }
@@ -789,6 +805,9 @@ out:
     }
     if (srv.sig_int != NULL) {
         event_free(srv.sig_int);
+    }
+    if (srv.sig_hup != NULL) {
+        event_free(srv.sig_hup);
     }
     if (srv.accept_retry != NULL) {
         event_free(srv.accept_retry);

@@ -46,28 +46,9 @@
  * decrypt reply carries the plaintext plus key alias and context). */
 #define CLIENT_REPLY_SLACK 65536
 
-struct kc_client {
-    int fd;               /* -1 when not connected */
-    pid_t pid;            /* process that opened fd */
-    int timeout_ms;
-    uint64_t next_id;
-    size_t max_frame;     /* agent's request body limit, from hello */
-    struct kc_buf rx;     /* received, not yet consumed bytes */
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    char agent[128];      /* agent's self-description from hello */
-    char err[256];        /* message of the last failure */
-};
-
-/* A reply held in c->rx: u borrows from rx until reply_done. */
-struct reply {
-    msgpack_unpacked u;
-    size_t total; /* frame bytes to consume from rx */
-    bool live;
-};
-
 /* printf-style into c->err; keeps the first message of a call. */
-__attribute__((format(printf, 2, 3))) static void
-set_err(struct kc_client *c, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) void
+client_set_err(struct kc_client *c, const char *fmt, ...)
 {
     va_list ap;
 
@@ -78,8 +59,8 @@ set_err(struct kc_client *c, const char *fmt, ...)
 
 /* Copy peer-supplied text into dst (NUL-terminated, truncated to fit),
  * replacing control bytes so it is safe to print. */
-static void
-copy_clean(char *dst, size_t dst_size, const char *p, size_t n)
+void
+client_copy_clean(char *dst, size_t dst_size, const char *p, size_t n)
 {
     size_t i;
 
@@ -94,8 +75,8 @@ copy_clean(char *dst, size_t dst_size, const char *p, size_t n)
     dst[n] = '\0';
 }
 
-static int64_t
-now_ms(void)
+int64_t
+client_now_ms(void)
 {
     struct timespec ts;
 
@@ -103,7 +84,7 @@ now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void
+void
 client_disconnect(struct kc_client *c)
 {
     if (c->fd >= 0) {
@@ -111,24 +92,29 @@ client_disconnect(struct kc_client *c)
     }
     c->fd = -1;
     kc_buf_clear(&c->rx);
+    c->rx_off = 0;
+    kc_buf_clear(&c->tx);
+    c->tx_off = 0;
+    /* Requests submitted on this connection can no longer be answered. */
+    async_fail_all(c, KC_ECLOSED);
 }
 
 /*
- * wait_fd - poll c->fd for events until deadline.
+ * client_wait_fd - poll c->fd for events until deadline.
  * Returns 0 when ready (or on HUP/ERR: the next I/O call reports it),
  * KC_ETIMEOUT, KC_ESYS.
  */
-static int
-wait_fd(struct kc_client *c, short events, int64_t deadline)
+int
+client_wait_fd(struct kc_client *c, short events, int64_t deadline)
 {
     struct pollfd pfd;
     int64_t left;
     int n;
 
     for (;;) {
-        left = deadline - now_ms();
+        left = deadline - client_now_ms();
         if (left <= 0) {
-            set_err(c, "timed out after %d ms waiting for the agent",
+            client_set_err(c, "timed out after %d ms waiting for the agent",
                     c->timeout_ms);
             return KC_ETIMEOUT;
         }
@@ -140,7 +126,7 @@ wait_fd(struct kc_client *c, short events, int64_t deadline)
             continue;
         }
         if (n < 0) {
-            set_err(c, "poll: %s", strerror(errno));
+            client_set_err(c, "poll: %s", strerror(errno));
             return KC_ESYS;
         }
         if (n > 0) {
@@ -152,7 +138,7 @@ wait_fd(struct kc_client *c, short events, int64_t deadline)
 static int
 connect_error(struct kc_client *c, int e)
 {
-    set_err(c, "%s: %s", c->path, strerror(e));
+    client_set_err(c, "%s: %s", c->path, strerror(e));
     return KC_ECONNECT;
 }
 
@@ -174,7 +160,7 @@ sock_connect(struct kc_client *c, int64_t deadline)
     memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (c->fd < 0) {
-        set_err(c, "socket: %s", strerror(errno));
+        client_set_err(c, "socket: %s", strerror(errno));
         return KC_ESYS;
     }
     c->pid = getpid();
@@ -194,14 +180,14 @@ sock_connect(struct kc_client *c, int64_t deadline)
         if (errno != EAGAIN) {
             return connect_error(c, errno);
         }
-        if (now_ms() >= deadline) {
-            set_err(c, "agent at %s is not accepting connections "
+        if (client_now_ms() >= deadline) {
+            client_set_err(c, "agent at %s is not accepting connections "
                        "(listen backlog full)", c->path);
             return KC_ETIMEOUT;
         }
         poll(NULL, 0, 10);
     }
-    if ((r = wait_fd(c, POLLOUT, deadline)) != 0) {
+    if ((r = client_wait_fd(c, POLLOUT, deadline)) != 0) {
         return r;
     }
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &elen) != 0) {
@@ -210,8 +196,8 @@ sock_connect(struct kc_client *c, int64_t deadline)
     return e == 0 ? 0 : connect_error(c, e);
 }
 
-static int
-send_all(struct kc_client *c, const uint8_t *p, size_t n, int64_t deadline)
+int
+client_send_all(struct kc_client *c, const uint8_t *p, size_t n, int64_t deadline)
 {
     ssize_t w;
     int r;
@@ -227,63 +213,81 @@ send_all(struct kc_client *c, const uint8_t *p, size_t n, int64_t deadline)
             continue;
         }
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if ((r = wait_fd(c, POLLOUT, deadline)) != 0) {
+            if ((r = client_wait_fd(c, POLLOUT, deadline)) != 0) {
                 return r;
             }
             continue;
         }
         if (w < 0 && errno != EPIPE && errno != ECONNRESET) {
-            set_err(c, "send: %s", strerror(errno));
+            client_set_err(c, "send: %s", strerror(errno));
             return KC_ESYS;
         }
-        set_err(c, "connection closed by the agent");
+        client_set_err(c, "connection closed by the agent");
         return KC_ECLOSED;
     }
     return 0;
 }
 
 /*
- * recv_some - read what is available (waiting until deadline) into rx.
+ * client_recv_some - read what is available (waiting until deadline) into rx.
  * Returns 0, KC_ECLOSED, KC_ETIMEOUT, KC_ETOOBIG (rx limit), KC_ESYS,
  * KC_ENOMEM.
  */
-static int
-recv_some(struct kc_client *c, int64_t deadline)
+int
+client_recv_some(struct kc_client *c, int64_t deadline)
 {
-    uint8_t chunk[CLIENT_RECV_CHUNK];
     ssize_t got;
+    size_t room;
     int r;
 
+    /* Move a partial frame to the front; consumed bytes are already
+     * wiped (client_reply_done). */
+    if (c->rx_off > 0) {
+        memmove(c->rx.data, c->rx.data + c->rx_off, c->rx.len - c->rx_off);
+        c->rx.len -= c->rx_off;
+        kc_wipe(c->rx.data + c->rx.len, c->rx_off);
+        c->rx_off = 0;
+    }
+    room = c->rx.max - c->rx.len;
+    if (room == 0) {
+        client_set_err(c, "reply larger than the client's limit");
+        return KC_ETOOBIG;
+    }
+    if ((r = kc_buf_reserve(&c->rx, room < CLIENT_RECV_CHUNK
+                                        ? room
+                                        : CLIENT_RECV_CHUNK)) != 0) {
+        return r;
+    }
     for (;;) {
-        got = recv(c->fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+        got = recv(c->fd, c->rx.data + c->rx.len, c->rx.cap - c->rx.len,
+                   MSG_DONTWAIT);
         if (got > 0) {
             break;
         }
         if (got == 0 || errno == ECONNRESET) {
-            set_err(c, "connection closed by the agent");
+            client_set_err(c, "connection closed by the agent");
             return KC_ECLOSED;
         }
         if (errno == EINTR) {
             continue;
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            set_err(c, "recv: %s", strerror(errno));
+            client_set_err(c, "recv: %s", strerror(errno));
             return KC_ESYS;
         }
-        if ((r = wait_fd(c, POLLIN, deadline)) != 0) {
+        if (deadline < 0) {
+            return KC_EAGAIN_INTERNAL;
+        }
+        if ((r = client_wait_fd(c, POLLIN, deadline)) != 0) {
             return r;
         }
     }
-    r = kc_buf_put(&c->rx, chunk, (size_t)got);
-    kc_wipe(chunk, (size_t)got);
-    if (r == KC_ETOOBIG) {
-        set_err(c, "reply larger than the client's limit");
-    }
-    return r;
+    c->rx.len += (size_t)got;
+    return 0;
 }
 
-static size_t
-reply_max(const struct kc_client *c)
+size_t
+client_reply_max(const struct kc_client *c)
 {
     size_t m = c->max_frame;
 
@@ -299,71 +303,81 @@ static void
 set_max_frame(struct kc_client *c, size_t max_frame)
 {
     c->max_frame = max_frame;
-    c->rx.max = reply_max(c) + PROTO_FRAME_HDR;
+    c->rx.max = client_reply_max(c) + PROTO_FRAME_HDR;
 }
 
 /*
- * recv_frame - wait for one complete frame in rx and unpack it.
- * On success rep->u borrows from rx; the caller ends with reply_done.
+ * client_frame_take - unpack the first complete frame in rx, if there is
+ * one.  Returns 0 with rep live (rep->u borrows from rx until
+ * client_reply_done), 1 when more bytes are needed, or an error.
  */
-static int
-recv_frame(struct kc_client *c, int64_t deadline, struct reply *rep)
+int
+client_frame_take(struct kc_client *c, struct reply *rep)
 {
     const uint8_t *body = NULL;
     size_t body_len = 0, total = 0;
     int r;
 
-    for (;;) {
-        r = proto_frame_decode(c->rx.data, c->rx.len, reply_max(c), &body,
-                               &body_len, &total);
-        if (r != 0) {
-            set_err(c, "bad reply frame from the agent (%s)",
-                    kc_strerror(r));
-            return r;
-        }
-        if (total > 0) {
-            break;
-        }
-        if ((r = recv_some(c, deadline)) != 0) {
-            return r;
-        }
+    r = proto_frame_decode(c->rx.data + c->rx_off, c->rx.len - c->rx_off,
+                           client_reply_max(c), &body, &body_len, &total);
+    if (r != 0) {
+        client_set_err(c, "bad reply frame from the agent (%s)",
+                       kc_strerror(r));
+        return r;
+    }
+    if (total == 0) {
+        return 1;
     }
     msgpack_unpacked_init(&rep->u);
     rep->live = true;
     rep->total = total;
     if ((r = proto_unpack_map(body, body_len, &rep->u)) != 0) {
-        set_err(c, "malformed reply from the agent");
+        client_set_err(c, "malformed reply from the agent");
+    }
+    return r;
+}
+
+/*
+ * recv_frame - wait for one complete frame in rx and unpack it.
+ * On success rep->u borrows from rx; the caller ends with
+ * client_reply_done.
+ */
+static int
+recv_frame(struct kc_client *c, int64_t deadline, struct reply *rep)
+{
+    int r;
+
+    while ((r = client_frame_take(c, rep)) == 1) {
+        if ((r = client_recv_some(c, deadline)) != 0) {
+            return r;
+        }
     }
     return r;
 }
 
 /* Drop the reply's frame from rx; wipe what it occupied. */
-static void
-reply_done(struct kc_client *c, struct reply *rep)
+void
+client_reply_done(struct kc_client *c, struct reply *rep)
 {
-    size_t rest;
-
     if (!rep->live) {
         return;
     }
     msgpack_unpacked_destroy(&rep->u);
     rep->live = false;
-    if (rep->total >= c->rx.len) {
-        kc_buf_clear(&c->rx);
-        return;
+    kc_wipe(c->rx.data + c->rx_off, rep->total);
+    c->rx_off += rep->total;
+    if (c->rx_off >= c->rx.len) {
+        c->rx.len = 0;
+        c->rx_off = 0;
     }
-    rest = c->rx.len - rep->total;
-    memmove(c->rx.data, c->rx.data + rep->total, rest);
-    kc_wipe(c->rx.data + rest, rep->total);
-    c->rx.len = rest;
 }
 
 /*
- * reply_error - turn {ok: false, error: {...}} into a code and message.
+ * client_reply_error - turn {ok: false, error: {...}} into a code and message.
  * A code that is not a negative integer is itself a protocol error.
  */
-static int
-reply_error(struct kc_client *c, const msgpack_object *map)
+int
+client_reply_error(struct kc_client *c, const msgpack_object *map)
 {
     const msgpack_object *err = NULL, *code;
     const char *msg = NULL;
@@ -374,26 +388,26 @@ reply_error(struct kc_client *c, const msgpack_object *map)
         (code = proto_map_get(err, "code")) == NULL ||
         code->type != MSGPACK_OBJECT_NEGATIVE_INTEGER ||
         code->via.i64 < INT32_MIN) {
-        set_err(c, "agent sent an error reply without a valid code");
+        client_set_err(c, "agent sent an error reply without a valid code");
         return KC_EPROTO;
     }
     r = (int)code->via.i64;
     if (proto_get_str(err, "message", false, &msg, &msg_len) == 0) {
-        copy_clean(c->err, sizeof(c->err), msg, msg_len);
+        client_copy_clean(c->err, sizeof(c->err), msg, msg_len);
     } else {
-        set_err(c, "%s", kc_strerror(r));
+        client_set_err(c, "%s", kc_strerror(r));
     }
     return r;
 }
 
 /*
- * check_reply - classify one unpacked reply.
+ * client_check_reply - classify one unpacked reply.
  * Returns 0 for ok with our id, 1 for a reply to another id (stale;
  * skip it), or the error code (agent error or KC_EPROTO).  *conn_err is
  * set when the error concerns the connection rather than the request.
  */
-static int
-check_reply(struct kc_client *c, const msgpack_object *map, uint64_t id,
+int
+client_check_reply(struct kc_client *c, const msgpack_object *map, uint64_t id,
             bool *conn_err)
 {
     const msgpack_object *ok, *oid;
@@ -404,19 +418,19 @@ check_reply(struct kc_client *c, const msgpack_object *map, uint64_t id,
     if (ok == NULL || ok->type != MSGPACK_OBJECT_BOOLEAN || oid == NULL ||
         (oid->type != MSGPACK_OBJECT_NIL &&
          oid->type != MSGPACK_OBJECT_POSITIVE_INTEGER)) {
-        set_err(c, "agent reply lacks a valid id or ok field");
+        client_set_err(c, "agent reply lacks a valid id or ok field");
         *conn_err = true;
         return KC_EPROTO;
     }
     if (oid->type == MSGPACK_OBJECT_NIL) {
         /* About the connection, not a request (limit, busy, bad frame). */
         *conn_err = true;
-        return ok->via.boolean ? KC_EPROTO : reply_error(c, map);
+        return ok->via.boolean ? KC_EPROTO : client_reply_error(c, map);
     }
     if (oid->via.u64 != id) {
         return 1;
     }
-    return ok->via.boolean ? 0 : reply_error(c, map);
+    return ok->via.boolean ? 0 : client_reply_error(c, map);
 }
 
 /*
@@ -436,15 +450,21 @@ await_reply(struct kc_client *c, uint64_t id, int64_t deadline,
             conn_err = true;
             goto out;
         }
-        r = check_reply(c, &rep->u.data, id, &conn_err);
+        r = client_check_reply(c, &rep->u.data, id, &conn_err);
         if (r != 1) {
             break;
         }
-        reply_done(c, rep);
+        /* Another id: a reply to a submitted (asynchronous) request
+         * becomes its completion; anything else is stale. */
+        if ((r = async_route(c, rep)) != 0) {
+            conn_err = true;
+            goto out;
+        }
+        client_reply_done(c, rep);
     }
 out:
     if (r != 0) {
-        reply_done(c, rep);
+        client_reply_done(c, rep);
         if (conn_err) {
             client_disconnect(c);
         }
@@ -459,44 +479,44 @@ out:
  * helpers do not report write errors, so nothing may fail half-way).
  * All saturate at SIZE_MAX.
  */
-static size_t
-sat_add(size_t a, size_t b)
+size_t
+client_sat_add(size_t a, size_t b)
 {
     return a > SIZE_MAX - b ? SIZE_MAX : a + b;
 }
 
-static size_t
-mp_str_size(size_t n)
+size_t
+client_mp_str_size(size_t n)
 {
-    return sat_add(n, n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5);
+    return client_sat_add(n, n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5);
 }
 
-static size_t
-mp_bin_size(size_t n)
+size_t
+client_mp_bin_size(size_t n)
 {
-    return sat_add(n, n < 256 ? 2 : n < 65536 ? 3 : 5);
+    return client_sat_add(n, n < 256 ? 2 : n < 65536 ? 3 : 5);
 }
 
-static size_t
-mp_map_size(size_t n)
+size_t
+client_mp_map_size(size_t n)
 {
     return n < 16 ? 1 : n < 65536 ? 3 : 5;
 }
 
-static size_t
-mp_uint_size(uint64_t v)
+size_t
+client_mp_uint_size(uint64_t v)
 {
     return v < 128 ? 1 : v < 256 ? 2 : v < 65536 ? 3 : v <= UINT32_MAX ? 5
                                                                        : 9;
 }
 
 /*
- * req_begin - start a request frame {id, op, ...nfields} in *b, whose
+ * client_req_begin - start a request frame {id, op, ...nfields} in *b, whose
  * fields will take exactly fields_size bytes.  Returns 0, KC_ETOOBIG
  * (over the agent's limit; nothing is built), KC_ENOMEM.
  */
-static int
-req_begin(struct kc_client *c, struct kc_buf *b, size_t *mark,
+int
+client_req_begin(struct kc_client *c, struct kc_buf *b, size_t *mark,
           msgpack_packer *pk, const char *op, uint32_t nfields,
           size_t fields_size, uint64_t *id)
 {
@@ -504,15 +524,15 @@ req_begin(struct kc_client *c, struct kc_buf *b, size_t *mark,
     int r;
 
     *id = c->next_id;
-    body = mp_map_size(2 + (size_t)nfields) + mp_str_size(2) +
-           mp_uint_size(*id) + mp_str_size(2) + mp_str_size(strlen(op));
-    body = sat_add(body, fields_size);
+    body = client_mp_map_size(2 + (size_t)nfields) + client_mp_str_size(2) +
+           client_mp_uint_size(*id) + client_mp_str_size(2) + client_mp_str_size(strlen(op));
+    body = client_sat_add(body, fields_size);
     if (body > c->max_frame) {
-        set_err(c, "request larger than the agent's limit of %zu bytes",
+        client_set_err(c, "request larger than the agent's limit of %zu bytes",
                 c->max_frame);
         return KC_ETOOBIG;
     }
-    /* The cap makes any size mistake fail loudly in req_end. */
+    /* The cap makes any size mistake fail loudly in client_req_end. */
     kc_buf_init(b, PROTO_FRAME_HDR + body);
     if ((r = kc_buf_reserve(b, PROTO_FRAME_HDR + body)) != 0 ||
         (r = proto_frame_begin(b, mark)) != 0) {
@@ -528,12 +548,12 @@ req_begin(struct kc_client *c, struct kc_buf *b, size_t *mark,
     return 0;
 }
 
-/* req_end - finish the frame; it must have filled its reservation. */
-static int
-req_end(struct kc_client *c, struct kc_buf *b, size_t mark)
+/* client_req_end - finish the frame; it must have filled its reservation. */
+int
+client_req_end(struct kc_client *c, struct kc_buf *b, size_t mark)
 {
     if (b->len != b->max) {
-        set_err(c, "internal error: request size mismatch");
+        client_set_err(c, "internal error: request size mismatch");
         return KC_EPROTO;
     }
     return proto_frame_end(b, mark, c->max_frame);
@@ -552,22 +572,22 @@ client_hello(struct kc_client *c, int64_t deadline)
     int r;
 
     kc_buf_init(&req, 0);
-    if ((r = req_begin(c, &req, &mark, &pk, "hello", 1,
-                       mp_str_size(8) + 1 + mp_uint_size(PROTO_VERSION),
+    if ((r = client_req_begin(c, &req, &mark, &pk, "hello", 1,
+                       client_mp_str_size(8) + 1 + client_mp_uint_size(PROTO_VERSION),
                        &id)) != 0) {
         goto out;
     }
     proto_pack_cstr(&pk, "versions");
     msgpack_pack_array(&pk, 1);
     msgpack_pack_uint64(&pk, PROTO_VERSION);
-    if ((r = req_end(c, &req, mark)) != 0 ||
-        (r = send_all(c, req.data, req.len, deadline)) != 0 ||
+    if ((r = client_req_end(c, &req, mark)) != 0 ||
+        (r = client_send_all(c, req.data, req.len, deadline)) != 0 ||
         (r = await_reply(c, id, deadline, &rep)) != 0) {
         goto out;
     }
     if (proto_get_uint(&rep.u.data, "version", true, &v) != 0 ||
         v != PROTO_VERSION) {
-        set_err(c, "agent chose an unsupported protocol version");
+        client_set_err(c, "agent chose an unsupported protocol version");
         r = KC_EVERSION;
         goto out;
     }
@@ -576,10 +596,10 @@ client_hello(struct kc_client *c, int64_t deadline)
         set_max_frame(c, (size_t)mf);
     }
     if (proto_get_str(&rep.u.data, "agent", false, &agent, &agent_len) == 0) {
-        copy_clean(c->agent, sizeof(c->agent), agent, agent_len);
+        client_copy_clean(c->agent, sizeof(c->agent), agent, agent_len);
     }
 out:
-    reply_done(c, &rep);
+    client_reply_done(c, &rep);
     kc_buf_clear(&req);
     return r;
 }
@@ -589,7 +609,7 @@ out:
  * fork the child drops its copy of the parent's socket (closing it does
  * not disturb the parent) and dials its own.
  */
-static int
+int
 client_ensure(struct kc_client *c, int64_t deadline)
 {
     int r;
@@ -616,7 +636,9 @@ client_call(struct kc_client *c, struct kc_buf *req, uint64_t id,
 {
     int r;
 
-    if ((r = send_all(c, req->data, req->len, deadline)) != 0) {
+    /* Submitted requests go first: frames must not interleave. */
+    if ((r = async_flush(c, deadline)) != 0 ||
+        (r = client_send_all(c, req->data, req->len, deadline)) != 0) {
         client_disconnect(c);
         return r;
     }
@@ -637,11 +659,11 @@ call_begin(struct kc_client *c, struct kc_buf *req, size_t *mark,
 
     kc_buf_init(req, 0);
     c->err[0] = '\0';
-    *deadline = now_ms() + c->timeout_ms;
+    *deadline = client_now_ms() + c->timeout_ms;
     if ((r = client_ensure(c, *deadline)) != 0) {
         return r;
     }
-    return req_begin(c, req, mark, pk, op, nfields, fields_size, id);
+    return client_req_begin(c, req, mark, pk, op, nfields, fields_size, id);
 }
 
 /* Make sure a failed call leaves a message, and the rx buffer empty. */
@@ -649,9 +671,9 @@ static int
 call_end(struct kc_client *c, int r)
 {
     if (r != 0 && c->err[0] == '\0') {
-        set_err(c, "%s", kc_strerror(r));
+        client_set_err(c, "%s", kc_strerror(r));
     }
-    if (c->rx.len == 0) {
+    if (c->rx.len == 0 && c->pend_head == NULL) {
         kc_buf_clear(&c->rx);
     }
     return r;
@@ -696,6 +718,7 @@ kc_client_open(const char *socket_path, int timeout_ms,
     c->timeout_ms = timeout_ms == 0 ? CLIENT_DEFAULT_TIMEOUT_MS : timeout_ms;
     c->next_id = 1;
     kc_buf_init(&c->rx, 0);
+    kc_buf_init(&c->tx, CLIENT_TX_MAX);
     set_max_frame(c, PROTO_DEFAULT_MAX_FRAME);
     snprintf(c->path, sizeof(c->path), "%s", path);
     *out = c;
@@ -709,7 +732,7 @@ kc_client_connect(struct kc_client *c)
         return KC_EINVAL;
     }
     c->err[0] = '\0';
-    return call_end(c, client_ensure(c, now_ms() + c->timeout_ms));
+    return call_end(c, client_ensure(c, client_now_ms() + c->timeout_ms));
 }
 
 int
@@ -742,6 +765,7 @@ kc_client_free(struct kc_client *c)
     /* A forked child closing its inherited copy does not affect the
      * parent's connection, so no pid check is needed here. */
     client_disconnect(c);
+    async_free_all(c);
     kc_wipe(c->err, sizeof(c->err));
     free(c);
 }
@@ -786,38 +810,38 @@ kc_ping(struct kc_client *c)
     }
     if ((r = call_begin(c, &req, &mark, &pk, "ping", 0, 0, &id,
                         &deadline)) != 0 ||
-        (r = req_end(c, &req, mark)) != 0) {
+        (r = client_req_end(c, &req, mark)) != 0) {
         goto out;
     }
     r = client_call(c, &req, id, deadline, &rep);
 out:
-    reply_done(c, &rep);
+    client_reply_done(c, &rep);
     kc_buf_clear(&req);
     return call_end(c, r);
 }
 
 /* Packed size of the "context" field, or SIZE_MAX when ctx is invalid. */
-static size_t
-context_size(const struct kc_context_pair *ctx, size_t nctx)
+size_t
+client_context_size(const struct kc_context_pair *ctx, size_t nctx)
 {
     size_t i, n;
 
     if ((nctx > 0 && ctx == NULL) || nctx > UINT32_MAX) {
         return SIZE_MAX;
     }
-    n = mp_str_size(7) + mp_map_size(nctx);
+    n = client_mp_str_size(7) + client_mp_map_size(nctx);
     for (i = 0; i < nctx; i++) {
         if (ctx[i].key == NULL || ctx[i].value == NULL) {
             return SIZE_MAX;
         }
-        n = sat_add(n, mp_str_size(strlen(ctx[i].key)));
-        n = sat_add(n, mp_str_size(strlen(ctx[i].value)));
+        n = client_sat_add(n, client_mp_str_size(strlen(ctx[i].key)));
+        n = client_sat_add(n, client_mp_str_size(strlen(ctx[i].value)));
     }
     return n;
 }
 
-static void
-pack_context(msgpack_packer *pk, const struct kc_context_pair *ctx,
+void
+client_pack_context(msgpack_packer *pk, const struct kc_context_pair *ctx,
              size_t nctx)
 {
     size_t i;
@@ -832,14 +856,14 @@ pack_context(msgpack_packer *pk, const struct kc_context_pair *ctx,
 
 /* Copy a bin result field into a kc_free-able buffer. */
 static int
-take_bin(struct kc_client *c, const struct reply *rep, const char *field,
+client_take_bin(struct kc_client *c, const struct reply *rep, const char *field,
          uint8_t **out, size_t *out_len)
 {
     const uint8_t *p = NULL;
     size_t n = 0;
 
     if (proto_get_bin(&rep->u.data, field, true, &p, &n) != 0) {
-        set_err(c, "agent reply lacks the '%s' field", field);
+        client_set_err(c, "agent reply lacks the '%s' field", field);
         return KC_EPROTO;
     }
     if ((*out = kcmem_dup(p, n, 0)) == NULL) {
@@ -870,12 +894,12 @@ kc_encrypt(struct kc_client *c, const char *alias,
     }
     if (c == NULL || alias == NULL || ct == NULL || ct_len == NULL ||
         (pt == NULL && pt_len > 0) ||
-        (fsize = context_size(ctx, nctx)) == SIZE_MAX) {
+        (fsize = client_context_size(ctx, nctx)) == SIZE_MAX) {
         return KC_EINVAL;
     }
-    fsize = sat_add(fsize, mp_str_size(3) + mp_str_size(9));
-    fsize = sat_add(fsize, mp_str_size(strlen(alias)));
-    fsize = sat_add(fsize, mp_bin_size(pt_len));
+    fsize = client_sat_add(fsize, client_mp_str_size(3) + client_mp_str_size(9));
+    fsize = client_sat_add(fsize, client_mp_str_size(strlen(alias)));
+    fsize = client_sat_add(fsize, client_mp_bin_size(pt_len));
     if ((r = call_begin(c, &req, &mark, &pk, "encrypt", 3, fsize, &id,
                         &deadline)) != 0) {
         goto out;
@@ -884,14 +908,14 @@ kc_encrypt(struct kc_client *c, const char *alias,
     proto_pack_cstr(&pk, alias);
     proto_pack_cstr(&pk, "plaintext");
     proto_pack_bin(&pk, pt_len > 0 ? pt : (const uint8_t *)"", pt_len);
-    pack_context(&pk, ctx, nctx);
-    if ((r = req_end(c, &req, mark)) != 0 ||
+    client_pack_context(&pk, ctx, nctx);
+    if ((r = client_req_end(c, &req, mark)) != 0 ||
         (r = client_call(c, &req, id, deadline, &rep)) != 0) {
         goto out;
     }
-    r = take_bin(c, &rep, "ciphertext", ct, ct_len);
+    r = client_take_bin(c, &rep, "ciphertext", ct, ct_len);
 out:
-    reply_done(c, &rep);
+    client_reply_done(c, &rep);
     kc_buf_clear(&req);
     return call_end(c, r);
 }
@@ -917,13 +941,13 @@ kc_decrypt(struct kc_client *c, const uint8_t *ct, size_t ct_len,
     }
     if (c == NULL || pt == NULL || pt_len == NULL ||
         (ct == NULL && ct_len > 0) ||
-        (fsize = context_size(ctx, nctx)) == SIZE_MAX) {
+        (fsize = client_context_size(ctx, nctx)) == SIZE_MAX) {
         return KC_EINVAL;
     }
     if (nctx == 0) {
         fsize = 0;
     }
-    fsize = sat_add(fsize, mp_str_size(10) + mp_bin_size(ct_len));
+    fsize = client_sat_add(fsize, client_mp_str_size(10) + client_mp_bin_size(ct_len));
     if ((r = call_begin(c, &req, &mark, &pk, "decrypt", nctx > 0 ? 2 : 1,
                         fsize, &id, &deadline)) != 0) {
         goto out;
@@ -931,15 +955,15 @@ kc_decrypt(struct kc_client *c, const uint8_t *ct, size_t ct_len,
     proto_pack_cstr(&pk, "ciphertext");
     proto_pack_bin(&pk, ct_len > 0 ? ct : (const uint8_t *)"", ct_len);
     if (nctx > 0) {
-        pack_context(&pk, ctx, nctx);
+        client_pack_context(&pk, ctx, nctx);
     }
-    if ((r = req_end(c, &req, mark)) != 0 ||
+    if ((r = client_req_end(c, &req, mark)) != 0 ||
         (r = client_call(c, &req, id, deadline, &rep)) != 0) {
         goto out;
     }
-    r = take_bin(c, &rep, "plaintext", pt, pt_len);
+    r = client_take_bin(c, &rep, "plaintext", pt, pt_len);
 out:
-    reply_done(c, &rep);
+    client_reply_done(c, &rep);
     kc_buf_clear(&req);
     return call_end(c, r);
 }
@@ -964,20 +988,20 @@ kc_stats_json(struct kc_client *c, char **json)
     }
     if ((r = call_begin(c, &req, &mark, &pk, "stats", 0, 0, &id,
                         &deadline)) != 0 ||
-        (r = req_end(c, &req, mark)) != 0 ||
+        (r = client_req_end(c, &req, mark)) != 0 ||
         (r = client_call(c, &req, id, deadline, &rep)) != 0) {
         goto out;
     }
     if (proto_get_map(&rep.u.data, "stats", true, &stats) != 0) {
-        set_err(c, "agent reply lacks the 'stats' map");
+        client_set_err(c, "agent reply lacks the 'stats' map");
         r = KC_EPROTO;
         goto out;
     }
     if ((r = stats_to_json(stats, json)) == KC_EPROTO) {
-        set_err(c, "agent stats cannot be expressed as JSON");
+        client_set_err(c, "agent stats cannot be expressed as JSON");
     }
 out:
-    reply_done(c, &rep);
+    client_reply_done(c, &rep);
     kc_buf_clear(&req);
     return call_end(c, r);
 }

@@ -155,6 +155,153 @@ KC_API KC_MUST_USE int kc_decrypt(struct kc_client *c, const uint8_t *ct,
  */
 KC_API KC_MUST_USE int kc_stats_json(struct kc_client *c, char **json);
 
+/* ---- many requests on one connection ------------------------------------
+ *
+ * Pipelining: kc_submit_* queue a request on the client's connection and
+ * return at once with its id; any number may be in flight.  Completions
+ * are collected in any order with kc_client_next (non-blocking) or
+ * kc_client_wait (blocking).  Batches (the agent's `batch` op) carry many
+ * encrypt/decrypt items in one frame with one result per item.
+ *
+ * From your own event loop: watch kc_client_fd(c) for the events
+ * kc_client_events(c) asks for (POLLIN, plus POLLOUT while queued bytes
+ * remain unsent); when it is ready (or after submitting), call
+ * kc_client_step(c), which never blocks, then drain kc_client_next.  The
+ * fd changes when the client reconnects: read it again after each step.
+ * Submitted bytes are only buffered by kc_submit_*; kc_client_step,
+ * kc_client_wait and any blocking call send them.
+ *
+ * Connecting (and the hello exchange) happens synchronously in the first
+ * submit, bounded by timeout_ms; call kc_client_connect at start-up to
+ * keep it out of your loop.  Each submitted request times out on its own
+ * after timeout_ms (completion status KC_ETIMEOUT; a late reply is then
+ * ignored).  If the connection fails, every request in flight completes
+ * with the error (KC_ECLOSED, KC_EPROTO, ...); nothing is retried.
+ * After fork, the child's copies complete with KC_ECLOSED.  The blocking
+ * calls may be mixed in: they keep submitted requests' replies.
+ */
+
+enum kc_op {
+    KC_OP_PING = 0,
+    KC_OP_ENCRYPT = 1,
+    KC_OP_DECRYPT = 2,
+    KC_OP_BATCH = 3,
+};
+
+/* One item of a batch; pointers are borrowed for the submit call only. */
+struct kc_batch_item {
+    enum kc_op op;                     /* KC_OP_ENCRYPT or KC_OP_DECRYPT */
+    const char *alias;                 /* encrypt: the key alias */
+    const struct kc_context_pair *ctx; /* encrypt: context; decrypt: */
+    size_t nctx;                       /*   pairs it must contain */
+    const uint8_t *data;               /* plaintext or ciphertext */
+    size_t len;
+};
+
+/* One item's result. */
+struct kc_item_result {
+    int status;    /* 0 or a KC_E* code for this item alone */
+    uint8_t *data; /* ciphertext or plaintext (kc_free); NULL on failure */
+    size_t len;
+};
+
+/* A finished request; release with kc_completion_clear. */
+struct kc_completion {
+    uint64_t id;       /* as returned by kc_submit_* */
+    void *user;        /* as given to kc_submit_* */
+    enum kc_op op;
+    int status;        /* 0, or why the request (or whole batch) failed */
+    char *message;     /* the agent's text when status != 0, else NULL */
+    uint8_t *data;     /* encrypt: ciphertext, decrypt: plaintext */
+    size_t len;
+    struct kc_item_result *items; /* batch: nitems results, item order */
+    size_t nitems;
+};
+
+/*
+ * kc_submit_encrypt / kc_submit_decrypt / kc_submit_ping - queue one
+ * request (arguments as for the blocking calls; copied, so they may be
+ * freed on return).  Returns 0 with *id (may be NULL), or KC_EINVAL,
+ * KC_ETOOBIG (over the agent's frame limit), KC_EBUSY (64 MiB of unsent
+ * requests: step first), KC_ENOMEM, or a connect error.
+ */
+KC_API KC_MUST_USE int kc_submit_encrypt(struct kc_client *c,
+                                         const char *alias,
+                                         const struct kc_context_pair *ctx,
+                                         size_t nctx, const uint8_t *pt,
+                                         size_t pt_len, void *user,
+                                         uint64_t *id);
+KC_API KC_MUST_USE int kc_submit_decrypt(struct kc_client *c,
+                                         const uint8_t *ct, size_t ct_len,
+                                         const struct kc_context_pair *ctx,
+                                         size_t nctx, void *user,
+                                         uint64_t *id);
+KC_API KC_MUST_USE int kc_submit_ping(struct kc_client *c, void *user,
+                                      uint64_t *id);
+
+/*
+ * kc_submit_batch - queue one batch of n items (1..1024; see PROTOCOL.md
+ * "batch").  Its completion has status 0 and one kc_item_result per item
+ * (each with its own status), or a batch-level error.  Same returns as
+ * kc_submit_encrypt.
+ */
+KC_API KC_MUST_USE int kc_submit_batch(struct kc_client *c,
+                                       const struct kc_batch_item *items,
+                                       size_t n, void *user, uint64_t *id);
+
+/* kc_client_fd - the connection's socket, or -1 when not connected. */
+KC_API int kc_client_fd(const struct kc_client *c);
+
+/* kc_client_events - poll(2) events to wait for: POLLIN while requests
+ * are in flight, | POLLOUT while queued bytes are unsent; 0 when idle. */
+KC_API short kc_client_events(const struct kc_client *c);
+
+/*
+ * kc_client_step - without blocking: send what the socket takes, read
+ * what has arrived, turn replies into completions, expire requests past
+ * their timeout.  Returns the number of completions ready to collect
+ * (>= 0), or a connection error (the requests in flight have then been
+ * completed with it, and the next submit reconnects).
+ */
+KC_API int kc_client_step(struct kc_client *c);
+
+/*
+ * kc_client_next - take the oldest ready completion into *out (owned by
+ * the caller: kc_completion_clear).  Returns 1 when it did, 0 when none
+ * is ready.  Never blocks, never does I/O.
+ */
+KC_API int kc_client_next(struct kc_client *c, struct kc_completion *out);
+
+/*
+ * kc_client_wait - kc_client_next, stepping and waiting up to timeout_ms
+ * (-1: until every request has its completion) for one.  Returns 0 with
+ * *out, KC_ETIMEOUT, or KC_EINVAL when nothing is in flight or ready.
+ */
+KC_API KC_MUST_USE int kc_client_wait(struct kc_client *c,
+                                      struct kc_completion *out,
+                                      int timeout_ms);
+
+/* kc_client_in_flight - submitted requests without a completion yet. */
+KC_API size_t kc_client_in_flight(const struct kc_client *c);
+
+/* kc_completion_clear - wipe and free what *cp holds; NULL is a no-op. */
+KC_API void kc_completion_clear(struct kc_completion *cp);
+
+/*
+ * kc_batch - blocking batch: results (n entries, caller's array) get one
+ * result per item.  Returns 0 when the batch was answered (check each
+ * item's status), or a batch-level error.  Release the results with
+ * kc_item_results_clear.
+ */
+KC_API KC_MUST_USE int kc_batch(struct kc_client *c,
+                                const struct kc_batch_item *items, size_t n,
+                                struct kc_item_result *results);
+
+/* kc_item_results_clear - wipe and free every result's data. */
+KC_API void kc_item_results_clear(struct kc_item_result *results, size_t n);
+
+#define KC_BATCH_MAX 1024
+
 /*
  * kc_free - wipe and free a buffer returned by this library (the library
  * records each buffer's size, so none is passed).  NULL is a no-op.

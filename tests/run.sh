@@ -93,6 +93,13 @@ install_packages()
         --no-install-recommends "${missing[@]}" </dev/null
 }
 
+# uses_compiler DIR CC: true when DIR's C compile rule runs CC.
+uses_compiler()
+{
+    grep -A1 '^rule c_COMPILER$' "$1/build.ninja" 2>/dev/null |
+        grep -q "command = $2 "
+}
+
 # configure_build DIR [CC]: set up DIR (or reuse it) with the sanitizers,
 # then compile.  CC only matters when DIR is set up afresh.
 configure_build()
@@ -102,6 +109,12 @@ configure_build()
 
     if [ -n "$compiler" ]; then
         env_cc=(env "CC=$compiler")
+        if [ -f "$dir/meson-private/coredata.dat" ] &&
+            ! uses_compiler "$dir" "$compiler"; then
+            log "build: $dir was set up with another compiler; redoing"
+            env "CC=$compiler" meson setup --wipe "$dir" \
+                "${SANITIZE_OPTS[@]}" || return 1
+        fi
     fi
     if [ -f "$dir/meson-private/coredata.dat" ]; then
         log "build: reusing $dir"

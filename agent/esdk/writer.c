@@ -152,7 +152,7 @@ header_size(const struct esdk_enc *e, const struct esdk_edk_list *edks)
 
 /* One frame: regular when !final, else the final frame of n bytes. */
 static int
-put_frame(const struct esdk_enc *e, struct esdk_gcm *g, uint32_t seq,
+put_frame(const uint8_t *msg_id, struct esdk_gcm *g, uint32_t seq,
           bool final, const uint8_t *pt, size_t n, struct kc_buf *out)
 {
     uint8_t iv[ESDK_IV_LEN], aad[ESDK_BODY_AAD_MAX], tag[ESDK_TAG_LEN];
@@ -160,7 +160,7 @@ put_frame(const struct esdk_enc *e, struct esdk_gcm *g, uint32_t seq,
     int r;
 
     esdk_frame_iv(iv, seq);
-    aad_len = esdk_body_aad(aad, e->msg_id, sizeof(e->msg_id),
+    aad_len = esdk_body_aad(aad, msg_id, ESDK_COMMIT_LEN,
                             final ? ESDK_BODY_FINAL : ESDK_BODY_FRAME, seq,
                             n);
     if ((final && (r = kc_buf_put_u32(out, UINT32_MAX)) != 0) ||
@@ -179,7 +179,7 @@ put_frame(const struct esdk_enc *e, struct esdk_gcm *g, uint32_t seq,
 }
 
 static int
-put_body(const struct esdk_enc *e, struct esdk_gcm *g, uint32_t frame_len,
+put_body(const uint8_t *msg_id, struct esdk_gcm *g, uint32_t frame_len,
          uint32_t nframes, const uint8_t *pt, size_t pt_len,
          struct kc_buf *out)
 {
@@ -188,14 +188,14 @@ put_body(const struct esdk_enc *e, struct esdk_gcm *g, uint32_t frame_len,
     int r;
 
     for (seq = 1; seq < nframes; seq++) {
-        if ((r = put_frame(e, g, seq, false, pt + off, frame_len, out)) !=
-            0) {
+        if ((r = put_frame(msg_id, g, seq, false, pt + off, frame_len,
+                           out)) != 0) {
             return r;
         }
         off += frame_len;
     }
-    return put_frame(e, g, nframes, true, pt_len > 0 ? pt + off : NULL,
-                     pt_len - off, out);
+    return put_frame(msg_id, g, nframes, true,
+                     pt_len > 0 ? pt + off : NULL, pt_len - off, out);
 }
 
 static int
@@ -275,11 +275,183 @@ esdk_enc_finish(struct esdk_enc *enc, const uint8_t *data_key, size_t dk_len,
     if ((r = esdk_gcm_seal(&g, iv, out->data + start, hlen, NULL, 0, NULL,
                            0, NULL, tag)) != 0 ||
         (r = kc_buf_put(out, tag, sizeof(tag))) != 0 ||
-        (r = put_body(enc, &g, frame_len, (uint32_t)nframes, pt, pt_len,
-                      out)) != 0) {
+        (r = put_body(enc->msg_id, &g, frame_len, (uint32_t)nframes, pt,
+                      pt_len, out)) != 0) {
         goto out;
     }
     if (enc->suite->sig_nid != 0 && (r = put_footer(enc, start, out)) != 0) {
+        goto out;
+    }
+out:
+    sodium_memzero(key, sizeof(key));
+    sodium_memzero(commit, sizeof(commit));
+    esdk_gcm_clear(&g);
+    if (r != 0 && out->len > start) {
+        kc_wipe(out->data + start, out->len - start);
+        out->len = start;
+    }
+    return r;
+}
+
+/* ---- per-data-key header templates ------------------------------------ */
+
+struct esdk_tmpl {
+    const struct esdk_suite *suite;
+    uint32_t frame_len;
+    size_t mid_len;  /* bytes from the AAD length through the frame length */
+    uint8_t mid[];
+};
+
+/* The fixed middle of a v2 header: u16 AAD length || AAD || u16 EDK count
+ * || EDKs || content type 2 || u32 frame length. */
+static int
+tmpl_put_mid(const struct kc_buf *ec_ser, const struct esdk_edk_list *edks,
+             uint32_t frame_len, struct kc_buf *b)
+{
+    const struct esdk_edk *k;
+    size_t i;
+    int r;
+
+    if ((r = kc_buf_put_u16(b, (uint16_t)ec_ser->len)) != 0 ||
+        (r = kc_buf_put(b, ec_ser->data, ec_ser->len)) != 0 ||
+        (r = kc_buf_put_u16(b, (uint16_t)edks->n)) != 0) {
+        return r;
+    }
+    for (i = 0; i < edks->n; i++) {
+        k = &edks->v[i];
+        if ((r = kc_buf_put_u16(b, (uint16_t)k->provider_id_len)) != 0 ||
+            (r = kc_buf_put(b, k->provider_id, k->provider_id_len)) != 0 ||
+            (r = kc_buf_put_u16(b, (uint16_t)k->provider_info_len)) != 0 ||
+            (r = kc_buf_put(b, k->provider_info, k->provider_info_len)) !=
+                0 ||
+            (r = kc_buf_put_u16(b, (uint16_t)k->ciphertext_len)) != 0 ||
+            (r = kc_buf_put(b, k->ciphertext, k->ciphertext_len)) != 0) {
+            return r;
+        }
+    }
+    if ((r = kc_buf_put_u8(b, 2)) != 0) {
+        return r;
+    }
+    return kc_buf_put_u32(b, frame_len);
+}
+
+int
+esdk_tmpl_new(uint16_t suite, const struct esdk_ec *ec,
+              const struct esdk_edk_list *edks, uint32_t frame_len,
+              struct esdk_tmpl **out)
+{
+    struct esdk_tmpl *t = NULL;
+    struct kc_buf ec_ser, mid;
+    int r;
+
+    *out = NULL;
+    if (suite != ESDK_SUITE_AES256_HKDF_SHA512_COMMIT) {
+        return KC_EUNSUPPORTED;
+    }
+    if (ec == NULL || edks == NULL || edks->n == 0 ||
+        edks->n > ESDK_U16_MAX || frame_len == 0) {
+        return KC_EINVAL;
+    }
+    if ((r = esdk_ec_check_caller(ec)) != 0) {
+        return r;
+    }
+    kc_buf_init(&ec_ser, ESDK_U16_MAX);
+    kc_buf_init(&mid, 0);
+    if ((r = esdk_ec_serialize(ec, &ec_ser)) != 0 ||
+        (r = tmpl_put_mid(&ec_ser, edks, frame_len, &mid)) != 0) {
+        goto out;
+    }
+    if ((t = malloc(sizeof(*t) + mid.len)) == NULL) {
+        r = KC_ENOMEM;
+        goto out;
+    }
+    t->suite = esdk_suite_get(suite);
+    t->frame_len = frame_len;
+    t->mid_len = mid.len;
+    memcpy(t->mid, mid.data, mid.len);
+    *out = t;
+out:
+    kc_buf_clear(&ec_ser);
+    kc_buf_clear(&mid);
+    return r;
+}
+
+void
+esdk_tmpl_free(struct esdk_tmpl *t)
+{
+    free(t);
+}
+
+static uint64_t
+tmpl_frames(const struct esdk_tmpl *t, size_t pt_len)
+{
+    return pt_len == 0 ? 1 : (uint64_t)(pt_len - 1) / t->frame_len + 1;
+}
+
+size_t
+esdk_tmpl_msg_len(const struct esdk_tmpl *t, size_t pt_len)
+{
+    uint64_t nframes = tmpl_frames(t, pt_len);
+
+    /* version, suite, id, mid, commitment, tag; per frame: seq, IV,
+     * tag; the final frame also has its marker and length. */
+    return 1 + 2 + 32 + t->mid_len + ESDK_COMMIT_LEN + ESDK_TAG_LEN +
+           (size_t)nframes * (4 + ESDK_IV_LEN + ESDK_TAG_LEN) + 8 + pt_len;
+}
+
+/* Header (with its tag) and body, after the keys are derived. */
+static int
+tmpl_write(const struct esdk_tmpl *t, const uint8_t *msg_id,
+           const uint8_t *commit, struct esdk_gcm *g, const uint8_t *pt,
+           size_t pt_len, struct kc_buf *out)
+{
+    static const uint8_t zero_iv[ESDK_IV_LEN];
+    uint8_t *h = out->data + out->len, *tag;
+    size_t hlen = 1 + 2 + 32 + t->mid_len + ESDK_COMMIT_LEN;
+    int r;
+
+    /* The caller reserved the whole message: write the header in place. */
+    h[0] = 2;
+    kc_store_u16(h + 1, t->suite->id);
+    memcpy(h + 3, msg_id, 32);
+    memcpy(h + 35, t->mid, t->mid_len);
+    memcpy(h + 35 + t->mid_len, commit, ESDK_COMMIT_LEN);
+    tag = h + hlen;
+    if ((r = esdk_gcm_seal(g, zero_iv, h, hlen, NULL, 0, NULL, 0, NULL,
+                           tag)) != 0) {
+        return r;
+    }
+    out->len += hlen + ESDK_TAG_LEN;
+    return put_body(msg_id, g, t->frame_len,
+                    (uint32_t)tmpl_frames(t, pt_len), pt, pt_len, out);
+}
+
+int
+esdk_tmpl_encrypt(const struct esdk_tmpl *t, const uint8_t *data_key,
+                  size_t dk_len, const uint8_t *pt, size_t pt_len,
+                  struct kc_buf *out)
+{
+    uint8_t key[ESDK_MAX_KEY_LEN], commit[ESDK_COMMIT_LEN], msg_id[32];
+    struct esdk_gcm g = {NULL, true};
+    size_t start, need;
+    int r;
+
+    if (t == NULL || data_key == NULL || out == NULL ||
+        (pt == NULL && pt_len > 0) || dk_len != t->suite->key_len) {
+        return KC_EINVAL;
+    }
+    if (tmpl_frames(t, pt_len) > UINT32_MAX ||
+        pt_len > SIZE_MAX - esdk_tmpl_msg_len(t, 0)) {
+        return KC_ETOOBIG;
+    }
+    start = out->len;
+    need = esdk_tmpl_msg_len(t, pt_len);
+    if ((r = kc_buf_reserve(out, need)) != 0 ||
+        (r = esdk_rand(msg_id, sizeof(msg_id))) != 0 ||
+        (r = esdk_derive_keys(t->suite, data_key, dk_len, msg_id,
+                              sizeof(msg_id), key, commit)) != 0 ||
+        (r = esdk_gcm_init(&g, true, key, t->suite->key_len)) != 0 ||
+        (r = tmpl_write(t, msg_id, commit, &g, pt, pt_len, out)) != 0) {
         goto out;
     }
 out:

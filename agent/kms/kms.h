@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "kms_util.h"
 #include "keyring.h"
 #include "provider.h"
 

@@ -104,7 +104,7 @@ set_dup(char **dst, const char *v)
 }
 
 static int
-ini_handler(void *user, const char *section, const char *name,
+creds_ini_line(void *user, const char *section, const char *name,
             const char *value)
 {
     struct ini_state *st = user;
@@ -144,7 +144,7 @@ load_file(const char *path, const char *profile, const struct cred_names *n,
     st.profile = profile;
     /* inih's line buffer is on its stack and not wiped.
      * TODO: a wiping reader would keep secrets out of freed stack. */
-    pr = ini_parse(path, ini_handler, &st);
+    pr = ini_parse(path, creds_ini_line, &st);
     if (pr < 0) {
         snprintf(err, errlen, "credentials file %s cannot be read", path);
         goto out;

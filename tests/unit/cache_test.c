@@ -68,11 +68,19 @@ fixture_new(const char *key_extra, size_t capacity)
     fprintf(fp, "[agent]\ncapacity = %zu\nlog_level = error\n", capacity);
     fprintf(fp, "[key.k]\nprovider = local\nkey_file = %s\n%s\n", keyp,
             key_extra);
+    /* Exact-count tests: no random TTL jitter, no refresh-ahead unless
+     * the test asks for them. */
+    if (strstr(key_extra, "ttl_jitter") == NULL) {
+        fprintf(fp, "ttl_jitter = 0\n");
+    }
+    if (strstr(key_extra, "refresh_ahead") == NULL) {
+        fprintf(fp, "refresh_ahead = 0\n");
+    }
     fprintf(fp, "[key.other]\nprovider = local\nkey_file = %s\n", keyp);
     fclose(fp);
 
     assert_int_equal(config_load(path, &f->cfg, err, sizeof(err)), 0);
-    log_init(LOG_LEVEL_ERROR, false);
+    log_init(getenv("KC_TEST_DEBUG") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR, false);
     assert_int_equal(keymem_init(capacity + 4, err, sizeof(err)), 0);
     f->a.cfg = f->cfg;
     esdk_limits_default(&f->a.limits);
@@ -471,7 +479,7 @@ send_encrypt_pending(struct fixture *f, int expect_rc)
     kc_buf_init(&req, 0);
     kc_buf_init(&resp, 0);
     proto_packer_init(&pk, &req);
-    msgpack_pack_map(&pk, 4);
+    msgpack_pack_map(&pk, 5);
     proto_pack_cstr(&pk, "id");
     msgpack_pack_uint64(&pk, 1);
     proto_pack_cstr(&pk, "op");
@@ -480,6 +488,10 @@ send_encrypt_pending(struct fixture *f, int expect_rc)
     proto_pack_cstr(&pk, "k");
     proto_pack_cstr(&pk, "plaintext");
     proto_pack_bin(&pk, (const uint8_t *)"secret", 6);
+    proto_pack_cstr(&pk, "context"); /* the same as do_encrypt's */
+    msgpack_pack_map(&pk, 1);
+    proto_pack_cstr(&pk, "table");
+    proto_pack_cstr(&pk, "users");
     assert_int_equal(dispatch_request(&f->a, NULL, &f->peer, req.data,
                                       req.len, &resp), expect_rc);
     if (expect_rc == DISPATCH_PENDING) {
@@ -613,6 +625,76 @@ test_batch_items_wait_and_resume(void **state)
     fixture_free(f);
 }
 
+static void
+test_refresh_ahead_no_request_path_calls(void **state)
+{
+    struct fixture *f = fixture_new("ttl = 10\nrefresh_ahead = 0.5", 100);
+    struct keyslot *s = slot_of(f, "k");
+    int i;
+
+    do_encrypt(f, "k", 8, NULL, 0); /* warm-up: the one request-path call */
+    assert_int_equal(s->n.cache_misses, 1);
+    for (i = 0; i < 60; i++) {
+        fake_now += 1000; /* a request a second for a minute */
+        do_encrypt(f, "k", 8, NULL, 0);
+    }
+    /* Steady traffic: every later key was fetched ahead, none on the
+     * request path, and keys did rotate. */
+    assert_int_equal(s->n.cache_misses, 1);
+    assert_true(s->m.refreshes >= 6);
+    assert_int_equal(s->n.provider_calls, 1 + s->m.refreshes);
+    fixture_free(f);
+}
+
+static void
+test_refresh_ahead_keeps_caps_exact(void **state)
+{
+    struct fixture *f =
+        fixture_new("ttl = 10\nrefresh_ahead = 0.5\nmax_messages = 4", 100);
+    struct keyslot *s = slot_of(f, "k");
+    struct cache_totals t;
+
+    do_encrypt(f, "k", 1, NULL, 0);
+    fake_now += 6000;
+    do_encrypt(f, "k", 1, NULL, 0); /* successor fetched, not used yet */
+    assert_int_equal(s->n.provider_calls, 2);
+    do_encrypt(f, "k", 1, NULL, 0);
+    do_encrypt(f, "k", 1, NULL, 0); /* fourth message: key retired */
+    cache_totals_get(f->a.cache, &t);
+    assert_int_equal(t.retired, 1);
+    do_encrypt(f, "k", 1, NULL, 0); /* the successor takes over */
+    assert_int_equal(s->n.provider_calls, 2);
+    assert_int_equal(s->n.cache_misses, 1);
+    fixture_free(f);
+}
+
+static void
+test_grace_bridges_outage_and_ends_exactly(void **state)
+{
+    struct fixture *f = fixture_new("ttl = 10\nencrypt_grace = 5", 100);
+    struct keyslot *s = slot_of(f, "k");
+    struct slow_provider *sp;
+
+    do_encrypt(f, "k", 8, NULL, 0); /* local provider: key cached */
+    sp = install_slow(f, s);
+    fake_now += 10000; /* expired; inside the 5 s grace */
+    send_encrypt_pending(f, DISPATCH_PENDING); /* tries the provider */
+    slow_complete(sp, KC_ETIMEOUT);           /* provider down */
+    assert_int_equal(s->n.encrypt, 2);        /* served by grace */
+    assert_int_equal(s->m.grace_uses[METRICS_OP_ENCRYPT], 1);
+    fake_now += 4999; /* last millisecond of grace */
+    send_encrypt_pending(f, DISPATCH_PENDING);
+    slow_complete(sp, KC_ETIMEOUT);
+    assert_int_equal(s->n.encrypt, 3);
+    fake_now += 1; /* grace over: the failure reaches the client */
+    send_encrypt_pending(f, DISPATCH_PENDING);
+    slow_complete(sp, KC_ETIMEOUT);
+    assert_int_equal(s->n.encrypt, 3);
+    assert_int_equal(s->m.grace_uses[METRICS_OP_ENCRYPT], 2);
+    dispatch_shutdown(&f->a);
+    fixture_free(f);
+}
+
 int
 main(void)
 {
@@ -628,6 +710,9 @@ main(void)
             test_single_flight_shares_failure_and_caches_nothing),
         cmocka_unit_test(test_max_messages_with_waiters),
         cmocka_unit_test(test_batch_items_wait_and_resume),
+        cmocka_unit_test(test_refresh_ahead_no_request_path_calls),
+        cmocka_unit_test(test_refresh_ahead_keeps_caps_exact),
+        cmocka_unit_test(test_grace_bridges_outage_and_ends_exactly),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

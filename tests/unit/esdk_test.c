@@ -14,6 +14,8 @@
 #include <cmocka.h>
 #include <openssl/obj_mac.h>
 #include <sodium.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "esdk.h"
 #include "esdk_int.h"
@@ -861,6 +863,210 @@ test_kdf_known_answer(void **state)
                      KC_EINVAL);
 }
 
+/* ---- fast paths: HKDF on midstates, pooled randomness, templates ------ */
+
+/* esdk_hkdf (midstates) equals OpenSSL's EVP_KDF for every hash, salt
+ * and key length around the block sizes, and for multi-block outputs. */
+static void
+test_hkdf_matches_reference(void **state)
+{
+    static const enum esdk_kdf kdfs[] = {
+        ESDK_KDF_HKDF_SHA256, ESDK_KDF_HKDF_SHA384, ESDK_KDF_HKDF_SHA512};
+    static const size_t ikm_lens[] = {1, 16, 32, 64, 127, 128, 129, 300};
+    static const size_t salt_lens[] = {0, 16, 32, 64, 128, 129, 200};
+    static const size_t olens[] = {16, 32, 64, 65, 200};
+    uint8_t ikm[300], salt[200], info1[40], info2[9];
+    uint8_t a1[200], a2[200], b1[200], b2[200];
+    const uint8_t *info[2] = {info1, info2};
+    size_t info_len[2] = {sizeof(info1), sizeof(info2)}, olen[2];
+    size_t k, i, j, o;
+
+    (void)state;
+    randombytes_buf(ikm, sizeof(ikm));
+    randombytes_buf(salt, sizeof(salt));
+    randombytes_buf(info1, sizeof(info1));
+    randombytes_buf(info2, sizeof(info2));
+    for (k = 0; k < 3; k++) {
+        for (i = 0; i < sizeof(ikm_lens) / sizeof(ikm_lens[0]); i++) {
+            for (j = 0; j < sizeof(salt_lens) / sizeof(salt_lens[0]); j++) {
+                for (o = 0; o < sizeof(olens) / sizeof(olens[0]); o++) {
+                    uint8_t *a[2] = {a1, a2}, *b[2] = {b1, b2};
+
+                    olen[0] = olens[o];
+                    olen[1] = 32;
+                    assert_int_equal(esdk_hkdf(kdfs[k], ikm, ikm_lens[i],
+                                               salt, salt_lens[j], 2, info,
+                                               info_len, a, olen),
+                                     0);
+                    assert_int_equal(
+                        esdk_hkdf_reference(kdfs[k], ikm, ikm_lens[i], salt,
+                                            salt_lens[j], 2, info, info_len,
+                                            b, olen),
+                        0);
+                    assert_memory_equal(a1, b1, olen[0]);
+                    assert_memory_equal(a2, b2, olen[1]);
+                }
+            }
+        }
+    }
+    /* Past 255 hash lengths RFC 5869 has no output: refused, wiped. */
+    {
+        static uint8_t big[255 * 32 + 1];
+        uint8_t *a[1] = {big};
+        size_t bl[1] = {sizeof(big)};
+
+        memset(big, 0xAA, sizeof(big));
+        assert_int_equal(esdk_hkdf(ESDK_KDF_HKDF_SHA256, ikm, 32, salt, 32, 1,
+                                   info, info_len, a, bl),
+                         KC_EINVAL);
+        assert_true(sodium_is_zero(big, sizeof(big)));
+    }
+    assert_int_equal(esdk_hkdf(ESDK_KDF_IDENTITY, ikm, 32, salt, 32, 0, NULL,
+                               NULL, NULL, NULL),
+                     KC_EINVAL);
+}
+
+/* Pooled draws never repeat, across refills and across fork. */
+static void
+test_rand_pool(void **state)
+{
+    uint8_t a[1000], b[32], seen[200][32], child[32];
+    int fds[2], status = 0;
+    size_t i, j;
+    pid_t pid;
+
+    (void)state;
+    for (i = 0; i < 200; i++) { /* crosses at least one 4 KiB refill */
+        assert_int_equal(esdk_rand(seen[i], 32), 0);
+        for (j = 0; j < i; j++) {
+            assert_memory_not_equal(seen[i], seen[j], 32);
+        }
+    }
+    assert_int_equal(esdk_rand(a, sizeof(a)), 0); /* direct path */
+    /* The child's first draw must differ from the parent's next one: a
+     * copied pool would hand both the same bytes. */
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        if (esdk_rand(child, sizeof(child)) != 0 ||
+            write(fds[1], child, sizeof(child)) != (ssize_t)sizeof(child)) {
+            _exit(1);
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    assert_int_equal(read(fds[0], child, sizeof(child)),
+                     (ssize_t)sizeof(child));
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(esdk_rand(b, sizeof(b)), 0);
+    assert_memory_not_equal(child, b, sizeof(b));
+    esdk_rand_shutdown();
+    assert_int_equal(esdk_rand(b, sizeof(b)), 0); /* a new pool */
+    esdk_rand_shutdown();
+}
+
+/* A template writes what the writer writes, apart from the message ID
+ * and what follows from it, and its messages decrypt. */
+static void
+tmpl_case(size_t n, uint32_t fl, size_t n_edks)
+{
+    struct esdk_edk_list edks;
+    struct esdk_tmpl *t = NULL;
+    struct esdk_enc *enc = NULL;
+    struct esdk_header *h1 = NULL, *h2 = NULL;
+    struct kc_buf m1, m2, pt;
+    struct esdk_ec ec;
+    const uint8_t *aad;
+    uint8_t dk[32], *in;
+    size_t aad_len, i;
+
+    in = malloc(n + 1);
+    assert_non_null(in);
+    randombytes_buf(in, n + 1);
+    randombytes_buf(dk, sizeof(dk));
+    esdk_ec_init(&ec);
+    ec_put(&ec, "tenant", "t-42");
+    ec_put(&ec, "purpose", "unit");
+    esdk_edk_list_init(&edks);
+    assert_int_equal(esdk_enc_new(0x0478, &ec, &enc), 0);
+    esdk_enc_wrapping_aad(enc, &aad, &aad_len);
+    for (i = 0; i < n_edks; i++) {
+        assert_int_equal(rawaes_wrap(wkey, sizeof(wkey), NS, NAME, aad,
+                                     aad_len, dk, 32, &edks),
+                         0);
+    }
+    kc_buf_init(&m1, 0);
+    kc_buf_init(&m2, 0);
+    kc_buf_init(&pt, 0);
+    assert_int_equal(esdk_enc_finish(enc, dk, 32, &edks, fl, in, n, &m1), 0);
+    assert_int_equal(esdk_tmpl_new(0x0478, &ec, &edks, fl, &t), 0);
+    assert_int_equal(esdk_tmpl_encrypt(t, dk, 32, in, n, &m2), 0);
+    assert_int_equal(m2.len, m1.len);
+    assert_int_equal(esdk_tmpl_msg_len(t, n), m2.len);
+    assert_int_equal(esdk_header_parse(m1.data, m1.len, NULL, &h1), 0);
+    assert_int_equal(esdk_header_parse(m2.data, m2.len, NULL, &h2), 0);
+    assert_int_equal(h1->header_len, h2->header_len);
+    /* Same bytes from the AAD length to the commitment. */
+    assert_memory_equal(m1.data, m2.data, 3);
+    assert_memory_equal(m1.data + 35, m2.data + 35, h1->header_len - 35 - 32);
+    assert_memory_not_equal(h1->message_id, h2->message_id, 32);
+    assert_int_equal(esdk_decrypt(h2, m2.data, m2.len, dk, 32, NULL, &pt), 0);
+    assert_int_equal(pt.len, n);
+    if (n > 0) {
+        assert_memory_equal(pt.data, in, n);
+    }
+    /* Appends after what is already in the buffer. */
+    assert_int_equal(esdk_tmpl_encrypt(t, dk, 32, in, n, &m2), 0);
+    assert_int_equal(m2.len, 2 * m1.len);
+    assert_int_equal(esdk_tmpl_encrypt(t, dk, 16, in, n, &m2), KC_EINVAL);
+    assert_int_equal(m2.len, 2 * m1.len);
+    esdk_header_free(h1);
+    esdk_header_free(h2);
+    esdk_tmpl_free(t);
+    esdk_enc_free(enc);
+    esdk_edk_list_clear(&edks);
+    esdk_ec_clear(&ec);
+    kc_buf_clear(&m1);
+    kc_buf_clear(&m2);
+    kc_buf_clear(&pt);
+    free(in);
+}
+
+static void
+test_tmpl(void **state)
+{
+    struct esdk_edk_list edks;
+    struct esdk_tmpl *t = NULL;
+    struct esdk_ec ec;
+
+    (void)state;
+    tmpl_case(0, 4096, 1);
+    tmpl_case(64, 4096, 1);
+    tmpl_case(1024, 4096, 2);
+    tmpl_case(4096, 4096, 1);
+    tmpl_case(10000, 4096, 3);
+    tmpl_case(100, 1, 1);
+    /* Refusals: signing suite, reserved context key, no EDKs. */
+    esdk_ec_init(&ec);
+    esdk_edk_list_init(&edks);
+    assert_int_equal(esdk_tmpl_new(0x0478, &ec, &edks, 4096, &t), KC_EINVAL);
+    assert_int_equal(esdk_edk_list_add(&edks, "p", 1, "i", 1, "c", 1), 0);
+    assert_int_equal(esdk_tmpl_new(0x0578, &ec, &edks, 4096, &t),
+                     KC_EUNSUPPORTED);
+    assert_int_equal(esdk_tmpl_new(0x0478, &ec, &edks, 0, &t), KC_EINVAL);
+    ec_put(&ec, "aws-crypto-x", "y");
+    assert_int_equal(esdk_tmpl_new(0x0478, &ec, &edks, 4096, &t),
+                     KC_ECONTEXT);
+    assert_null(t);
+    esdk_tmpl_free(NULL);
+    esdk_ec_clear(&ec);
+    esdk_edk_list_clear(&edks);
+}
+
 int
 main(void)
 {
@@ -882,6 +1088,9 @@ main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_rawaes),
         cmocka_unit_test(test_kdf_known_answer),
+        cmocka_unit_test(test_hkdf_matches_reference),
+        cmocka_unit_test(test_rand_pool),
+        cmocka_unit_test(test_tmpl),
     };
 
     if (sodium_init() < 0) {

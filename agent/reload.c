@@ -1,0 +1,205 @@
+/*
+ * reload.c - live configuration reload.
+ *
+ * The new config and keyring are built and checked completely before
+ * anything changes, so a bad file never disturbs the running agent.
+ * The swap itself waits until no provider call is in flight, because a
+ * flight holds pointers to its alias's slot and provider.
+ */
+#include "reload.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "warmup.h"
+
+struct staged {
+    struct agent_config *cfg;
+    struct keyring *keys;
+    struct authz_policy stats_policy;
+};
+
+static bool
+str_same(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL) {
+        return a == b;
+    }
+    return strcmp(a, b) == 0;
+}
+
+/* Same alias backed by the same key: its cached data keys stay valid. */
+static bool
+key_unchanged(const struct key_config *o, const struct key_config *n)
+{
+    return str_same(o->provider, n->provider) &&
+           str_same(o->key_file, n->key_file) && str_same(o->ns, n->ns) &&
+           str_same(o->name, n->name) && str_same(o->key_id, n->key_id) &&
+           str_same(o->region, n->region) &&
+           str_same(o->endpoint, n->endpoint) && o->suite == n->suite;
+}
+
+struct remap {
+    struct agent *a;
+    struct keyring *nk;
+    struct cache_entry **drop;
+    size_t ndrop;
+    size_t cap;
+};
+
+static void
+remap_visit(const struct cache_entry *ce, void *arg)
+{
+    struct remap *m = arg;
+    struct cache_entry *e = (struct cache_entry *)ce;
+    const char *alias = e->slot->cfg->alias;
+    struct keyslot *ns = keyring_find(m->nk, alias, strlen(alias));
+
+    if (ns != NULL && key_unchanged(e->slot->cfg, ns->cfg)) {
+        e->slot->entries--;
+        ns->entries++;
+        e->slot = ns;
+        return;
+    }
+    if (m->ndrop < m->cap) {
+        m->drop[m->ndrop++] = e;
+    }
+}
+
+static void
+carry_counters(struct keyring *old, struct keyring *nk)
+{
+    size_t i;
+
+    for (i = 0; i < nk->n; i++) {
+        const char *alias = nk->slots[i].cfg->alias;
+        struct keyslot *os = keyring_find(old, alias, strlen(alias));
+
+        if (os != NULL) {
+            nk->slots[i].n = os->n;
+            nk->slots[i].m = os->m;
+        }
+    }
+}
+
+static void
+apply(struct agent *a, struct staged *st)
+{
+    struct cache_totals t;
+    struct remap m;
+    struct keyring *old_keys = a->keys;
+    struct agent_config *old_cfg = a->cfg_owned;
+    size_t i;
+
+    cache_totals_get(a->cache, &t);
+    memset(&m, 0, sizeof(m));
+    m.a = a;
+    m.nk = st->keys;
+    m.cap = t.entries;
+    m.drop = calloc(m.cap + 1, sizeof(*m.drop));
+    carry_counters(old_keys, st->keys);
+    cache_foreach(a->cache, remap_visit, &m);
+    for (i = 0; i < m.ndrop; i++) {
+        cache_remove(a->cache, m.drop[i]); /* wipes */
+    }
+    free(m.drop);
+
+    warmup_stop(a);
+    a->keys = st->keys;
+    a->cfg = st->cfg;
+    a->cfg_owned = st->cfg;
+    authz_policy_clear(&a->stats_policy);
+    a->stats_policy = st->stats_policy;
+    a->limits.allow_legacy = st->cfg->allow_legacy;
+    log_init(st->cfg->log_level, st->cfg->log_json);
+    keyring_free(old_keys);
+    config_free(old_cfg);
+    log_info("reloaded: %zu key aliases; %zu cached keys wiped for removed "
+             "or changed aliases", a->keys->n, m.ndrop);
+    if (warmup_start(a, NULL) != 0) {
+        log_warn("reload: cannot start pre-warm");
+    }
+}
+
+/* Settings that need a restart: say so instead of ignoring silently. */
+static void
+warn_static(const struct agent_config *o, const struct agent_config *n)
+{
+    if (!str_same(o->socket_path, n->socket_path) ||
+        o->socket_mode != n->socket_mode ||
+        !str_same(o->socket_group, n->socket_group)) {
+        log_warn("reload: socket settings changed; they apply at restart");
+    }
+    if (o->capacity != n->capacity) {
+        log_warn("reload: capacity changed; it applies at restart");
+    }
+    if (o->max_frame != n->max_frame) {
+        log_warn("reload: max_frame changed; it applies at restart");
+    }
+}
+
+static void
+staged_free(struct staged *st)
+{
+    if (st == NULL) {
+        return;
+    }
+    keyring_free(st->keys);
+    config_free(st->cfg);
+    authz_policy_clear(&st->stats_policy);
+    free(st);
+}
+
+int
+reload_request(struct agent *a, char *err, size_t errlen)
+{
+    struct staged *st;
+    int r;
+
+    if ((st = calloc(1, sizeof(*st))) == NULL) {
+        return KC_ENOMEM;
+    }
+    if ((r = config_load(a->config_path, &st->cfg, err, errlen)) != 0 ||
+        (r = warmup_parse_check(st->cfg, err, errlen)) != 0 ||
+        (r = keyring_new(st->cfg, a->base, &st->keys, err, errlen)) != 0 ||
+        (r = authz_policy_parse(st->cfg->allow_stats, &st->stats_policy,
+                                err, errlen)) != 0) {
+        log_error("reload failed; keeping the running config: %s", err);
+        staged_free(st);
+        return r;
+    }
+    /* The wire limit cannot change under open connections. */
+    st->cfg->max_frame = a->cfg->max_frame;
+    warn_static(a->cfg, st->cfg);
+    staged_free(a->reload_staged);
+    a->reload_staged = st;
+    reload_poll(a);
+    if (a->reload_staged != NULL) {
+        log_info("reload validated; applying once provider calls in "
+                 "flight have landed");
+    }
+    return 0;
+}
+
+void
+reload_poll(struct agent *a)
+{
+    struct staged *st = a->reload_staged;
+
+    if (st == NULL || a->flights != NULL) {
+        return;
+    }
+    a->reload_staged = NULL;
+    apply(a, st);
+    /* The staged parts now belong to the agent. */
+    free(st);
+}
+
+void
+reload_discard(struct agent *a)
+{
+    staged_free(a->reload_staged);
+    a->reload_staged = NULL;
+}
