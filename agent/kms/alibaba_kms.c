@@ -26,8 +26,10 @@
 static bool
 ali_is_throttle(const char *code)
 {
-    /* 5xx answers are retried anyway; these codes may come with 4xx. */
+    /* 5xx answers are retried anyway; these codes may come with 4xx.
+     * A used nonce is retried too: each attempt is signed afresh. */
     return strncmp(code, "Throttling", 10) == 0 ||
+           strcmp(code, "SignatureNonceUsed") == 0 ||
            strcmp(code, "Rejected.Throttling") == 0 ||
            strcmp(code, "ServiceUnavailableTemporary") == 0 ||
            strcmp(code, "SerivceUnavailableTemporary") == 0 ||

@@ -338,6 +338,13 @@ xfer_setup(struct http_xfer *x, const struct http_request *rq)
     ok &= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") == CURLE_OK;
     ok &= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK;
     ok &= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
+    /* A fresh connection per request: libcurl silently sends a request
+     * again when a reused keep-alive connection dies before answering,
+     * which would replay a signed request (Alibaba refuses the reused
+     * nonce) and make "at most 3 attempts" untrue.
+     * TODO: reusing connections would save a TCP+TLS handshake per
+     * KMS call; it needs a way to stop that silent re-send first. */
+    ok &= curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L) == CURLE_OK;
     ok &= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK;
     ok &= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK;
     ok &= curl_easy_setopt(e, CURLOPT_SSLVERSION,

@@ -181,10 +181,19 @@ function sendError(res, status, code, message, requestId, extra) {
   }, requestId, extra);
 }
 
+// Drop the connection without an answer: a TCP reset where node can do
+// it under TLS, else an abrupt close (no TLS close_notify).
 function resetSocket(req) {
   const s = req.socket;
-  if (typeof s.resetAndDestroy === 'function') s.resetAndDestroy();
-  else s.destroy();
+  try {
+    if (s._parent && typeof s._parent.resetAndDestroy === 'function') {
+      s._parent.resetAndDestroy();
+      return;
+    }
+    s.resetAndDestroy();
+  } catch (e) {
+    s.destroy();
+  }
 }
 
 function inject(f, req, res, requestId) {

@@ -707,6 +707,26 @@ def run_tests(needs=("KC_AGENT",)):
     sys.exit(0 if ok else 1)
 
 
+SANITIZER_MARKS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer",
+                   b"runtime error:", b"WARNING: AddressSanitizer")
+
+
+def sanitizer_reports(path, text):
+    """A finding (and the report printed) for each sanitizer report in an
+    agent log: a report fails the run even if no assertion noticed."""
+    found = []
+    for mark in SANITIZER_MARKS:
+        i = text.find(mark)
+        if i < 0:
+            continue
+        start = text.rfind(b"\n", 0, i) + 1
+        report = text[start:start + 6000].decode("utf-8", "replace")
+        print("---- sanitizer report in %s ----" % path)
+        print("\n".join(report.splitlines()[:60]), flush=True)
+        found.append("%s: sanitizer report (%s)" % (path, mark.decode()))
+    return found
+
+
 def scan_logs():
     """Search every captured agent log for every master key this process
     used, raw and encoded (STYLE 3.5).  Returns a list of findings."""
@@ -724,8 +744,9 @@ def scan_logs():
             for form, enc in encodings(key).items():
                 if enc in text:
                     findings.append("%s: master key (%s)" % (path, form))
+        findings += sanitizer_reports(path, text)
     print("log scan: %d agent logs, %d keys, %d findings"
           % (len(logs), len(set(_secrets)), len(findings)), flush=True)
     for f in findings:
-        print("  LEAK " + f, flush=True)
+        print("  FOUND " + f, flush=True)
     return findings

@@ -190,10 +190,10 @@ class KmsCases:
                        code=self.codes["throttle"])
 
     def test_fault_reset_retried(self):
-        self.run_fault("reset", 1, True, 2, resend=True)
+        self.run_fault("reset", 1, True, 2)
 
     def test_fault_reset_every_time(self):
-        r, _ = self.run_fault("reset", 5, False, MAX_ATTEMPTS, resend=True)
+        r, _ = self.run_fault("reset", 5, False, MAX_ATTEMPTS)
         self.assertIn("KC_ECLOSED", r["error"]["message"])
 
     def test_fault_truncated_body_retried(self):

@@ -89,6 +89,9 @@ class AlibabaKmsTest(KmsCases, unittest.TestCase):
                 cts[alias] = (c.encrypt(alias, alias.encode(), ctx), ctx)
         d = h.scratch_dir()
         keys = {a: self.keys[a] for a in ("ali", "ali1")}
+        # The reader names the key by id: an alias is only resolved by
+        # GenerateDataKey/Encrypt answers (a known gap, see aws_kms.c).
+        keys["ali"] = dict(keys["ali"], key_id="key-v3-0001")
         a2, sock2 = k.start_agent(d, keys, k.alibaba_env())
         try:
             self.fake.reset_counts()
@@ -166,7 +169,6 @@ class AlibabaKmsTest(KmsCases, unittest.TestCase):
         finally:
             a2.stop()
         d2 = h.scratch_dir()
-        keys2["mk2"]["key_file"] = keys2["mk2"]["key_file"]
         a2, sock2 = k.start_agent(d2, keys2, k.alibaba_env())
         try:
             n0 = self.fake.stats()["calls"].get("Encrypt", 0)
@@ -176,11 +178,14 @@ class AlibabaKmsTest(KmsCases, unittest.TestCase):
                              - n0, 1)
         finally:
             a2.stop()
+        def alone(opts):
+            return {o: v for o, v in opts.items() if o != "also_wrap_with"}
+
         for msg, pt, only in (
-                (ct, b"two keys", {"am": keys["am"]}),
+                (ct, b"two keys", {"am": alone(keys["am"])}),
                 (ct, b"two keys", {"extra": loc}),
                 (ct2, b"wrapped by Encrypt", {"ali1": self.keys["ali1"]}),
-                (ct2, b"wrapped by Encrypt", {"mk2": keys2["mk2"]})):
+                (ct2, b"wrapped by Encrypt", {"mk2": alone(keys2["mk2"])})):
             pids = [e[0] for e in h.parse_header(msg)["edks"]]
             self.assertEqual(len(pids), 2)
             d3 = h.scratch_dir()

@@ -1,0 +1,947 @@
+/*
+ * keycache_bench.c - keycache-bench: how much does going through the
+ * agent cost, against doing the crypto in-process and against the SDK a
+ * team would use instead?  One run measures everything (see
+ * tests/bench/PERFORMANCE.md):
+ *
+ *   in-process  naive OpenSSL 3 envelope encrypt (naive.c), keycache's
+ *               own crypto path (esdk templates), esdk decrypt;
+ *   transport   raw Unix-socket echo round trip between two processes;
+ *   agent       a keycache-agent it starts itself on a scratch socket
+ *               (local provider, temporary master key): blocking depth 1,
+ *               pipelined 16 and 64, batches of 32 and 256, encrypt and
+ *               decrypt (data key cached), then the same with 100 000
+ *               distinct cached keys, locked bytes per key and RSS;
+ *   node peer   @aws-crypto/client-node with the caching CMM, when node
+ *               and tests/bench/node/node_modules are there.
+ *
+ *   keycache-bench [--quick] [--json] [--agent PATH] [--node-dir DIR]
+ *
+ * --quick shortens every measurement (CI smoke run; never a pass/fail
+ * on timing).  Everything it starts (agent, echo child, node) runs on
+ * this machine, on sockets in a fresh /tmp directory, and is stopped
+ * before it exits.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "bench.h"
+#include "esdk.h"
+#include "keycache.h"
+
+#ifndef KC_BENCH_AGENT
+#define KC_BENCH_AGENT "keycache-agent"
+#endif
+#ifndef KC_BENCH_NODE_DIR
+#define KC_BENCH_NODE_DIR "tests/bench/node"
+#endif
+
+#define ALIAS "bench"
+#define MAX_SAMPLES 2000000
+
+struct opts {
+    bool quick, json;
+    const char *agent, *node_dir;
+    double secs;      /* per measurement */
+    size_t nkeys;     /* distinct cached keys */
+};
+
+/* One figure of the run. */
+struct fig {
+    const char *json;  /* JSON field name, or NULL (table only) */
+    const char *label;
+    double value;      /* < 0: not measured */
+    const char *unit;
+    const char *base;  /* JSON name of the figure it is compared with */
+    bool higher_better;
+};
+
+#define NFIGS 64
+static struct fig figs[NFIGS];
+static size_t nfigs;
+static char scratch[64];
+static pid_t agent_pid = -1;
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+__attribute__((format(printf, 1, 2))) static void
+die(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fprintf(stderr, "keycache-bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    if (agent_pid > 0) {
+        kill(agent_pid, SIGTERM);
+    }
+    exit(1);
+}
+
+static void
+fig_add(const char *json, const char *label, double v, const char *unit,
+        const char *base, bool higher_better)
+{
+    if (nfigs < NFIGS) {
+        figs[nfigs++] = (struct fig){json, label, v, unit, base,
+                                     higher_better};
+    }
+}
+
+static const struct fig *
+fig_find(const char *json)
+{
+    size_t i;
+
+    for (i = 0; i < nfigs; i++) {
+        if (figs[i].json != NULL && strcmp(figs[i].json, json) == 0) {
+            return &figs[i];
+        }
+    }
+    return NULL;
+}
+
+static void
+progress(const struct opts *o, const char *what)
+{
+    if (!o->json) {
+        fprintf(stderr, "  measuring %s...\n", what);
+    }
+}
+
+/* ---- latencies ------------------------------------------------------- */
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static double
+pct(double *v, size_t n, double p)
+{
+    size_t i;
+
+    if (n == 0) {
+        return -1;
+    }
+    i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+/* ---- 1. and 2.: in-process ------------------------------------------ */
+
+struct inproc {
+    uint8_t dk[32];
+    struct esdk_ec ec;
+    struct kc_buf ec_ser;
+    struct esdk_edk_list edks;
+    struct esdk_tmpl *tmpl;
+    struct naive_key nk;
+};
+
+static void
+inproc_init(struct inproc *ip)
+{
+    static const uint8_t wkey[32] = {1, 2, 3, 4, 5, 6, 7, 8};
+    struct esdk_enc *enc = NULL;
+    const uint8_t *aad;
+    size_t aad_len;
+
+    randombytes_buf(ip->dk, sizeof(ip->dk));
+    esdk_ec_init(&ip->ec);
+    esdk_edk_list_init(&ip->edks);
+    kc_buf_init(&ip->ec_ser, 0);
+    if (esdk_ec_add(&ip->ec, "tenant", 6, "t000000", 7) != 0 ||
+        esdk_ec_serialize(&ip->ec, &ip->ec_ser) != 0 ||
+        esdk_enc_new(0x0478, &ip->ec, &enc) != 0) {
+        die("%s", "cannot set up the in-process key");
+    }
+    esdk_enc_wrapping_aad(enc, &aad, &aad_len);
+    if (rawaes_wrap(wkey, 32, "keycache", ALIAS, aad, aad_len, ip->dk, 32,
+                    &ip->edks) != 0 ||
+        esdk_tmpl_new(0x0478, &ip->ec, &ip->edks, 4096, &ip->tmpl) != 0) {
+        die("%s", "cannot wrap the in-process key");
+    }
+    esdk_enc_free(enc);
+    memcpy(ip->nk.dk, ip->dk, 32);
+    ip->nk.ec = ip->ec_ser.data;
+    ip->nk.ec_len = ip->ec_ser.len;
+    ip->nk.pid = ip->edks.v[0].provider_id;
+    ip->nk.pid_len = ip->edks.v[0].provider_id_len;
+    ip->nk.info = ip->edks.v[0].provider_info;
+    ip->nk.info_len = ip->edks.v[0].provider_info_len;
+    ip->nk.ct = ip->edks.v[0].ciphertext;
+    ip->nk.ct_len = ip->edks.v[0].ciphertext_len;
+}
+
+/* The esdk reader must accept a message and give pt back. */
+static void
+check_msg(const struct inproc *ip, const uint8_t *m, size_t len,
+          const uint8_t *pt, size_t n)
+{
+    struct esdk_header *h = NULL;
+    struct kc_buf out;
+
+    kc_buf_init(&out, 0);
+    if (esdk_header_parse(m, len, NULL, &h) != 0 ||
+        esdk_decrypt(h, m, len, ip->dk, 32, NULL, &out) != 0 ||
+        out.len != n || memcmp(out.data, pt, n) != 0) {
+        die("%s", "a message did not decrypt: format mismatch");
+    }
+    esdk_header_free(h);
+    kc_buf_clear(&out);
+}
+
+enum inproc_kind { IP_NAIVE, IP_KEYCACHE, IP_DECRYPT };
+
+static double
+inproc_run(struct inproc *ip, enum inproc_kind kind, size_t n, double secs)
+{
+    uint8_t pt[1024], out[4096];
+    struct esdk_header *h = NULL;
+    struct kc_buf b, p;
+    size_t ops = 0, len = 0, i;
+    double t0, t;
+
+    randombytes_buf(pt, n);
+    kc_buf_init(&b, 0);
+    kc_buf_init(&p, 0);
+    if (esdk_tmpl_encrypt(ip->tmpl, ip->dk, 32, pt, n, &b) != 0) {
+        die("%s", "esdk_tmpl_encrypt failed");
+    }
+    if ((len = naive_encrypt(&ip->nk, pt, n, out)) == 0) {
+        die("%s", "naive encrypt failed");
+    }
+    check_msg(ip, out, len, pt, n);
+    check_msg(ip, b.data, b.len, pt, n);
+    t0 = now_s();
+    do {
+        for (i = 0; i < 256; i++) {
+            if (kind == IP_NAIVE) {
+                len = naive_encrypt(&ip->nk, pt, n, out);
+            } else if (kind == IP_KEYCACHE) {
+                b.len = 0;
+                len = esdk_tmpl_encrypt(ip->tmpl, ip->dk, 32, pt, n, &b);
+            } else {
+                len = esdk_header_parse(b.data, b.len, NULL, &h) != 0 ||
+                      esdk_decrypt(h, b.data, b.len, ip->dk, 32, NULL, &p);
+                esdk_header_free(h);
+                h = NULL;
+            }
+            (void)len;
+        }
+        ops += 256;
+        t = now_s() - t0;
+    } while (t < secs);
+    kc_buf_clear(&b);
+    kc_buf_clear(&p);
+    return (double)ops / t;
+}
+
+/* ---- 3.: raw Unix-socket echo ---------------------------------------- */
+
+static bool
+full_io(int fd, uint8_t *p, size_t n, bool wr)
+{
+    ssize_t k;
+
+    while (n > 0) {
+        k = wr ? write(fd, p, n) : read(fd, p, n);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            return false;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+/* Round trips of a 120-byte message (about an encrypt request) to a
+ * child that echoes it: p50 in microseconds, *ops round trips/s. */
+static double
+echo_run(double secs, double *ops, double *p99)
+{
+    static double lat[MAX_SAMPLES];
+    uint8_t msg[120];
+    int sv[2], st;
+    size_t n = 0;
+    double t0, t1, start;
+    pid_t pid;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        die("%s", "socketpair failed");
+    }
+    if ((pid = fork()) < 0) {
+        die("%s", "fork failed");
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        while (full_io(sv[1], msg, sizeof(msg), false) &&
+               full_io(sv[1], msg, sizeof(msg), true)) {
+        }
+        _exit(0);
+    }
+    close(sv[1]);
+    memset(msg, 0x5a, sizeof(msg));
+    start = now_s();
+    do {
+        t0 = now_s();
+        if (!full_io(sv[0], msg, sizeof(msg), true) ||
+            !full_io(sv[0], msg, sizeof(msg), false)) {
+            die("%s", "echo child failed");
+        }
+        t1 = now_s();
+        lat[n++] = (t1 - t0) * 1e6;
+    } while (t1 - start < secs && n < MAX_SAMPLES);
+    close(sv[0]);
+    waitpid(pid, &st, 0);
+    *ops = (double)n / (t1 - start);
+    qsort(lat, n, sizeof(double), cmp_double);
+    *p99 = pct(lat, n, 0.99);
+    return pct(lat, n, 0.50);
+}
+
+/* ---- 4. and 5.: through the agent ------------------------------------ */
+
+static void
+write_file(const char *path, const void *p, size_t n, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+
+    if (fd < 0 || !full_io(fd, (uint8_t *)p, n, true)) {
+        die("cannot write %s", path);
+    }
+    close(fd);
+}
+
+static void
+agent_start(const struct opts *o)
+{
+    char path[128], conf[1024], sock[128];
+    uint8_t key[32];
+    struct kc_client *c = NULL;
+    int i, n;
+
+    snprintf(scratch, sizeof(scratch), "/tmp/kc-bench-XXXXXX");
+    if (mkdtemp(scratch) == NULL) {
+        die("%s", "mkdtemp failed");
+    }
+    randombytes_buf(key, sizeof(key));
+    snprintf(path, sizeof(path), "%s/bench.key", scratch);
+    write_file(path, key, sizeof(key), 0600);
+    sodium_memzero(key, sizeof(key));
+    snprintf(sock, sizeof(sock), "%s/agent.sock", scratch);
+    /* Capacity: every key has an encryption entry and the decryption
+     * entry seeded from it. */
+    n = snprintf(conf, sizeof(conf),
+                 "[agent]\nsocket = %s\ncapacity = %zu\nlog_level = warn\n"
+                 "max_inflight = 1024\nidle_timeout = 3600\n\n"
+                 "[key.%s]\nprovider = local\nkey_file = %s\n"
+                 "ttl = 3600\ndecrypt_ttl = 3600\n"
+                 "max_messages = 4294967296\n",
+                 sock, 2 * o->nkeys + 1000, ALIAS, path);
+    snprintf(path, sizeof(path), "%s/agent.ini", scratch);
+    write_file(path, conf, (size_t)n, 0600);
+    if ((agent_pid = fork()) < 0) {
+        die("%s", "fork failed");
+    }
+    if (agent_pid == 0) {
+        execl(o->agent, o->agent, "--config", path, (char *)NULL);
+        _exit(127);
+    }
+    for (i = 0; i < 500; i++) {
+        if (kc_client_new(sock, 2000, &c) == 0) {
+            kc_client_free(c);
+            return;
+        }
+        usleep(10000);
+    }
+    die("agent %s did not start", o->agent);
+}
+
+static void
+agent_stop(void)
+{
+    char cmd[128];
+    int st;
+
+    if (agent_pid > 0) {
+        kill(agent_pid, SIGTERM);
+        waitpid(agent_pid, &st, 0);
+        agent_pid = -1;
+    }
+    if (scratch[0] != '\0') {
+        snprintf(cmd, sizeof(cmd), "%s/agent.sock", scratch);
+        unlink(cmd);
+        snprintf(cmd, sizeof(cmd), "%s/agent.ini", scratch);
+        unlink(cmd);
+        snprintf(cmd, sizeof(cmd), "%s/bench.key", scratch);
+        unlink(cmd);
+        rmdir(scratch);
+    }
+}
+
+static struct kc_client *
+agent_client(void)
+{
+    struct kc_client *c = NULL;
+    char sock[128];
+
+    snprintf(sock, sizeof(sock), "%s/agent.sock", scratch);
+    if (kc_client_new(sock, 30000, &c) != 0) {
+        die("%s", "cannot connect to the agent");
+    }
+    return c;
+}
+
+/* Key contexts: {"tenant": "tNNNNNN"}, one per cached key. */
+static char (*tenants)[8];
+static struct kc_context_pair *ctxs;
+
+static void
+contexts_init(size_t n)
+{
+    size_t i;
+
+    tenants = calloc(n, sizeof(*tenants));
+    ctxs = calloc(n, sizeof(*ctxs));
+    if (tenants == NULL || ctxs == NULL) {
+        die("%s", "out of memory");
+    }
+    for (i = 0; i < n; i++) {
+        snprintf(tenants[i], sizeof(tenants[i]), "t%06zu", i % 1000000);
+        ctxs[i].key = "tenant";
+        ctxs[i].value = tenants[i];
+    }
+}
+
+struct load {
+    bool decrypt;
+    size_t size;            /* plaintext bytes */
+    size_t nkeys;           /* cycle over this many contexts */
+    const uint8_t *ct;      /* decrypt: a ciphertext of ctxs[0] */
+    size_t ct_len;
+    uint8_t pt[1024];
+};
+
+static size_t
+key_index(const struct load *l, uint64_t i)
+{
+    /* A stride coprime with the key count scatters consecutive requests
+     * over the table. */
+    return l->nkeys <= 1 ? 0 : (size_t)((i * 7919) % l->nkeys);
+}
+
+static void
+check_status(int r, struct kc_client *c)
+{
+    if (r != 0) {
+        fprintf(stderr, "keycache-bench: request failed: %s (%s)\n",
+                kc_strerror(r), kc_client_last_error(c));
+        if (agent_pid > 0) {
+            kill(agent_pid, SIGTERM);
+        }
+        exit(1);
+    }
+}
+
+/* Blocking depth 1: ops/s and latency percentiles (us). */
+static double
+run_depth1(struct kc_client *c, const struct load *l, double secs,
+           double *p50, double *p99, double *p999)
+{
+    static double lat[MAX_SAMPLES];
+    uint8_t *out = NULL;
+    size_t n = 0, out_len;
+    double t0, t1, start;
+    int r;
+
+    start = now_s();
+    do {
+        t0 = now_s();
+        if (l->decrypt) {
+            r = kc_decrypt(c, l->ct, l->ct_len, NULL, 0, &out, &out_len);
+        } else {
+            r = kc_encrypt(c, ALIAS, &ctxs[key_index(l, n)], 1, l->pt,
+                           l->size, &out, &out_len);
+        }
+        t1 = now_s();
+        check_status(r, c);
+        kc_free(out);
+        lat[n++] = (t1 - t0) * 1e6;
+    } while (t1 - start < secs && n < MAX_SAMPLES);
+    qsort(lat, n, sizeof(double), cmp_double);
+    *p50 = pct(lat, n, 0.50);
+    *p99 = pct(lat, n, 0.99);
+    *p999 = pct(lat, n, 0.999);
+    return (double)n / (t1 - start);
+}
+
+static void
+submit_one(struct kc_client *c, const struct load *l, uint64_t seq,
+           size_t batch)
+{
+    struct kc_batch_item items[256];
+    size_t i;
+    int r;
+
+    if (batch == 0) {
+        r = l->decrypt ? kc_submit_decrypt(c, l->ct, l->ct_len, NULL, 0,
+                                           NULL, NULL)
+                       : kc_submit_encrypt(c, ALIAS,
+                                           &ctxs[key_index(l, seq)], 1,
+                                           l->pt, l->size, NULL, NULL);
+        check_status(r, c);
+        return;
+    }
+    for (i = 0; i < batch; i++) {
+        items[i].op = l->decrypt ? KC_OP_DECRYPT : KC_OP_ENCRYPT;
+        items[i].alias = ALIAS;
+        items[i].ctx = l->decrypt ? NULL : &ctxs[key_index(l, seq + i)];
+        items[i].nctx = l->decrypt ? 0 : 1;
+        items[i].data = l->decrypt ? l->ct : l->pt;
+        items[i].len = l->decrypt ? l->ct_len : l->size;
+    }
+    check_status(kc_submit_batch(c, items, batch, NULL, NULL), c);
+}
+
+/* Operations finished by one completion; any failure ends the run. */
+static size_t
+completion_ops(struct kc_client *c, struct kc_completion *cp)
+{
+    size_t i, n = 1;
+
+    check_status(cp->status, c);
+    if (cp->op == KC_OP_BATCH) {
+        for (i = 0; i < cp->nitems; i++) {
+            check_status(cp->items[i].status, c);
+        }
+        n = cp->nitems;
+    }
+    kc_completion_clear(cp);
+    return n;
+}
+
+/*
+ * Keep depth requests (batch == 0) or depth batches of batch items in
+ * flight on one connection for secs (or until `total` operations when
+ * total > 0).  Returns operations per second.
+ */
+static double
+run_pipelined(struct kc_client *c, const struct load *l, size_t depth,
+              size_t batch, double secs, uint64_t total)
+{
+    struct kc_completion cp;
+    struct pollfd pfd;
+    uint64_t seq = 0, done = 0;
+    size_t per = batch == 0 ? 1 : batch;
+    double start = now_s(), t = 0;
+    bool stop = false;
+    int r;
+
+    while (kc_client_in_flight(c) < depth) {
+        submit_one(c, l, seq, batch);
+        seq += per;
+    }
+    for (;;) {
+        if ((r = kc_client_step(c)) < 0) {
+            check_status(r, c);
+        }
+        while (kc_client_next(c, &cp) == 1) {
+            done += completion_ops(c, &cp);
+            if (!stop) {
+                t = now_s() - start;
+                stop = total > 0 ? seq >= total : t >= secs;
+            }
+            if (!stop) {
+                submit_one(c, l, seq, batch);
+                seq += per;
+            }
+        }
+        if (kc_client_in_flight(c) == 0) {
+            break;
+        }
+        if (r == 0) {
+            pfd.fd = kc_client_fd(c);
+            pfd.events = kc_client_events(c);
+            pfd.revents = 0;
+            (void)poll(&pfd, 1, 1000);
+        }
+    }
+    t = now_s() - start;
+    return (double)done / t;
+}
+
+static void
+encrypt_once(struct kc_client *c, size_t size, uint8_t **ct, size_t *len)
+{
+    uint8_t pt[1024];
+
+    randombytes_buf(pt, size);
+    check_status(kc_encrypt(c, ALIAS, &ctxs[0], 1, pt, size, ct, len), c);
+}
+
+static long
+agent_rss(void)
+{
+    char path[64], line[256];
+    long kb = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%ld/status", (long)agent_pid);
+    if ((f = fopen(path, "r")) == NULL) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+/* Cache entries and locked bytes from the agent's stats. */
+static void
+agent_cache_stats(struct kc_client *c, double *entries, double *locked)
+{
+    json_t *root, *cache;
+    char *js = NULL;
+
+    check_status(kc_stats_json(c, &js), c);
+    if ((root = json_loads(js, 0, NULL)) == NULL ||
+        (cache = json_object_get(root, "cache")) == NULL) {
+        die("%s", "cannot read the agent's stats");
+    }
+    *entries = (double)json_integer_value(json_object_get(cache, "entries"));
+    *locked =
+        (double)json_integer_value(json_object_get(cache, "locked_bytes"));
+    json_decref(root);
+    kc_free(js);
+}
+
+static void
+agent_suite(const struct opts *o)
+{
+    struct kc_client *c;
+    struct load l;
+    uint8_t *ct64 = NULL, *ct1k = NULL;
+    size_t ct64_len = 0, ct1k_len = 0;
+    double p50, p99, p999, v, entries, locked, t;
+    char what[96];
+    const char *op;
+    int d;
+
+    agent_start(o);
+    c = agent_client();
+    encrypt_once(c, 64, &ct64, &ct64_len);
+    encrypt_once(c, 1024, &ct1k, &ct1k_len);
+    memset(&l, 0, sizeof(l));
+    randombytes_buf(l.pt, sizeof(l.pt));
+    l.nkeys = 1;
+    for (d = 0; d < 2; d++) {
+        l.decrypt = d == 1;
+        l.size = 64;
+        l.ct = ct64;
+        l.ct_len = ct64_len;
+        op = d ? "decrypt" : "encrypt";
+        snprintf(what, sizeof(what), "agent %s depth 1", op);
+        progress(o, what);
+        v = run_depth1(c, &l, o->secs, &p50, &p99, &p999);
+        fig_add(d ? "agent_decrypt_depth1_ops" : "agent_depth1_ops",
+                d ? "agent decrypt 64 B, blocking depth 1"
+                  : "agent encrypt 64 B, blocking depth 1",
+                v, "ops/s", "inproc_keycache_ops", true);
+        fig_add(d ? "agent_decrypt_depth1_p50_us" : "agent_depth1_p50_us",
+                "  latency p50", p50, "us", "uds_echo_p50_us", false);
+        fig_add(d ? "agent_decrypt_depth1_p99_us" : "agent_depth1_p99_us",
+                "  latency p99", p99, "us", "uds_echo_p50_us", false);
+        fig_add(d ? "agent_decrypt_depth1_p999_us" : "agent_depth1_p999_us",
+                "  latency p99.9", p999, "us", "uds_echo_p50_us", false);
+        progress(o, "agent pipelined and batched");
+        v = run_pipelined(c, &l, 16, 0, o->secs, 0);
+        fig_add(d ? "agent_decrypt_depth16_ops" : "agent_depth16_ops",
+                d ? "agent decrypt 64 B, pipelined 16"
+                  : "agent encrypt 64 B, pipelined 16",
+                v, "ops/s", "inproc_keycache_ops", true);
+        v = run_pipelined(c, &l, 64, 0, o->secs, 0);
+        fig_add(d ? "agent_decrypt_depth64_ops" : "agent_depth64_ops",
+                d ? "agent decrypt 64 B, pipelined 64"
+                  : "agent encrypt 64 B, pipelined 64",
+                v, "ops/s", "inproc_keycache_ops", true);
+        v = run_pipelined(c, &l, 2, 32, o->secs, 0);
+        fig_add(d ? "agent_decrypt_batch32_ops" : "agent_batch32_ops",
+                d ? "agent decrypt 64 B, batches of 32"
+                  : "agent encrypt 64 B, batches of 32",
+                v, "ops/s", "inproc_keycache_ops", true);
+        v = run_pipelined(c, &l, 2, 256, o->secs, 0);
+        fig_add(d ? "agent_decrypt_batch256_ops" : "agent_batch256_ops",
+                d ? "agent decrypt 64 B, batches of 256"
+                  : "agent encrypt 64 B, batches of 256",
+                v, "ops/s", "inproc_keycache_ops", true);
+        /* 1 KiB */
+        l.size = 1024;
+        l.ct = ct1k;
+        l.ct_len = ct1k_len;
+        v = run_pipelined(c, &l, 64, 0, o->secs, 0);
+        fig_add(d ? "agent_decrypt_1k_depth64_ops" : "agent_1k_depth64_ops",
+                d ? "agent decrypt 1 KiB, pipelined 64"
+                  : "agent encrypt 1 KiB, pipelined 64",
+                v, "ops/s", "inproc_keycache_1k_ops", true);
+        v = run_pipelined(c, &l, 2, 256, o->secs, 0);
+        fig_add(d ? "agent_decrypt_1k_batch256_ops" : "agent_1k_batch256_ops",
+                d ? "agent decrypt 1 KiB, batches of 256"
+                  : "agent encrypt 1 KiB, batches of 256",
+                v, "ops/s", "inproc_keycache_1k_ops", true);
+    }
+
+    /* 5.: many distinct cached keys.  Fill the cache (one provider call
+     * per key), then measure encrypt cycling over all of them. */
+    snprintf(what, sizeof(what), "agent with %zu cached keys (filling)",
+             o->nkeys);
+    progress(o, what);
+    l.decrypt = false;
+    l.size = 64;
+    l.nkeys = o->nkeys;
+    t = now_s();
+    run_pipelined(c, &l, 64, 0, 0, o->nkeys);
+    t = now_s() - t;
+    fig_add("agent_fill_keys_per_s", "  cache fill (new data keys)",
+            (double)o->nkeys / t, "keys/s", NULL, true);
+    v = run_pipelined(c, &l, 64, 0, o->secs, 0);
+    fig_add("agent_100k_keys_depth64_ops",
+            "agent encrypt 64 B, pipelined 64, many keys", v, "ops/s",
+            "agent_depth64_ops", true);
+    v = run_pipelined(c, &l, 2, 256, o->secs, 0);
+    fig_add("agent_100k_keys_batch256_ops",
+            "agent encrypt 64 B, batches of 256, many keys", v, "ops/s",
+            "agent_batch256_ops", true);
+    agent_cache_stats(c, &entries, &locked);
+    fig_add("agent_cached_keys", "  cached data keys (enc + dec entries)",
+            entries, "keys", NULL, true);
+    fig_add("locked_bytes_per_key", "  locked memory per cached key",
+            entries > 0 ? locked / entries : -1, "bytes", NULL, false);
+    fig_add("agent_rss_bytes_100k_keys", "  agent RSS", (double)agent_rss(),
+            "bytes", NULL, false);
+    kc_free(ct64);
+    kc_free(ct1k);
+    kc_client_free(c);
+    agent_stop();
+}
+
+/* ---- 6.: the node peer ------------------------------------------------ */
+
+static double
+node_run(const struct opts *o, size_t size)
+{
+    char cmd[1024], line[512], mod[600];
+    struct stat st;
+    double ops = -1;
+    FILE *p;
+
+    snprintf(mod, sizeof(mod), "%s/node_modules/@aws-crypto/client-node",
+             o->node_dir);
+    if (stat(mod, &st) != 0 || system("command -v node >/dev/null") != 0) {
+        return -1;
+    }
+    snprintf(cmd, sizeof(cmd), "cd '%s' && node peer.js %.2f %zu",
+             o->node_dir, o->secs * 2, size);
+    if ((p = popen(cmd, "r")) == NULL) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), p) != NULL) {
+        (void)sscanf(line, "{\"ops\": %lf", &ops);
+    }
+    pclose(p);
+    return ops;
+}
+
+/* ---- output ----------------------------------------------------------- */
+
+static void
+print_json(const struct opts *o)
+{
+    const char *required[] = {
+        "inproc_naive_ops", "inproc_keycache_ops", "uds_echo_p50_us",
+        "agent_depth1_ops", "agent_depth1_p50_us", "agent_depth1_p99_us",
+        "agent_depth64_ops", "agent_batch256_ops",
+        "agent_decrypt_depth64_ops", "agent_100k_keys_depth64_ops",
+        "node_peer_ops", "locked_bytes_per_key",
+        "agent_rss_bytes_100k_keys"};
+    const struct fig *f;
+    size_t i;
+    bool first = true;
+
+    printf("{");
+    for (i = 0; i < nfigs; i++) {
+        f = &figs[i];
+        if (f->json == NULL) {
+            continue;
+        }
+        printf("%s\"%s\": ", first ? "" : ", ", f->json);
+        first = false;
+        if (f->value < 0) {
+            printf("null");
+        } else {
+            printf("%.6g", f->value);
+        }
+    }
+    for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        if (fig_find(required[i]) == NULL) {
+            printf(", \"%s\": null", required[i]);
+        }
+    }
+    printf(", \"cached_keys_target\": %zu, \"quick\": %s, "
+           "\"plaintext_bytes\": 64}\n",
+           o->nkeys, o->quick ? "true" : "false");
+}
+
+static void
+print_table(void)
+{
+    const struct fig *f, *b;
+    char ratio[48];
+    size_t i;
+
+    printf("%-48s %14s %-6s  %s\n", "measurement", "value", "unit",
+           "ratio");
+    for (i = 0; i < nfigs; i++) {
+        f = &figs[i];
+        ratio[0] = '\0';
+        b = f->base != NULL ? fig_find(f->base) : NULL;
+        if (b != NULL && b->value > 0 && f->value >= 0) {
+            snprintf(ratio, sizeof(ratio), "%.2fx %s", f->value / b->value,
+                     b->json);
+        }
+        if (f->value < 0) {
+            printf("%-48s %14s %-6s  %s\n", f->label, "n/a", f->unit,
+                   "(not measured)");
+        } else {
+            printf("%-48s %14.1f %-6s  %s\n", f->label, f->value, f->unit,
+                   ratio);
+        }
+    }
+}
+
+static void
+usage(void)
+{
+    fprintf(stderr,
+            "usage: keycache-bench [--quick] [--json] [--agent PATH] "
+            "[--node-dir DIR] [--keys N]\n");
+    exit(2);
+}
+
+static void
+parse_opts(int argc, char **argv, struct opts *o)
+{
+    int i;
+
+    o->quick = false;
+    o->json = false;
+    o->agent = KC_BENCH_AGENT;
+    o->node_dir = KC_BENCH_NODE_DIR;
+    o->nkeys = 0;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            o->quick = true;
+        } else if (strcmp(argv[i], "--json") == 0) {
+            o->json = true;
+        } else if (strcmp(argv[i], "--agent") == 0 && i + 1 < argc) {
+            o->agent = argv[++i];
+        } else if (strcmp(argv[i], "--node-dir") == 0 && i + 1 < argc) {
+            o->node_dir = argv[++i];
+        } else if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc) {
+            o->nkeys = strtoul(argv[++i], NULL, 10);
+        } else {
+            usage();
+        }
+    }
+    o->secs = o->quick ? 0.15 : 1.5;
+    if (o->nkeys == 0) {
+        o->nkeys = o->quick ? 10000 : 100000;
+    }
+    if (o->nkeys > 1000000) {
+        usage();
+    }
+}
+
+int
+main(int argc, char **argv)
+{
+    struct inproc ip;
+    struct opts o;
+    double v, ops, p99;
+
+    parse_opts(argc, argv, &o);
+    if (sodium_init() < 0) {
+        die("%s", "libsodium failed to initialise");
+    }
+    signal(SIGPIPE, SIG_IGN);
+    contexts_init(o.nkeys);
+    inproc_init(&ip);
+    progress(&o, "in-process crypto");
+    fig_add("inproc_naive_ops", "in-process naive OpenSSL encrypt 64 B",
+            inproc_run(&ip, IP_NAIVE, 64, o.secs), "ops/s", NULL, true);
+    fig_add("inproc_keycache_ops", "in-process keycache encrypt 64 B",
+            inproc_run(&ip, IP_KEYCACHE, 64, o.secs), "ops/s",
+            "inproc_naive_ops", true);
+    fig_add("inproc_keycache_decrypt_ops", "in-process keycache decrypt 64 B",
+            inproc_run(&ip, IP_DECRYPT, 64, o.secs), "ops/s",
+            "inproc_naive_ops", true);
+    fig_add("inproc_naive_1k_ops", "in-process naive OpenSSL encrypt 1 KiB",
+            inproc_run(&ip, IP_NAIVE, 1024, o.secs), "ops/s", NULL, true);
+    fig_add("inproc_keycache_1k_ops", "in-process keycache encrypt 1 KiB",
+            inproc_run(&ip, IP_KEYCACHE, 1024, o.secs), "ops/s",
+            "inproc_naive_1k_ops", true);
+    progress(&o, "Unix-socket echo");
+    v = echo_run(o.secs, &ops, &p99);
+    fig_add("uds_echo_ops", "raw Unix-socket echo, depth 1", ops, "ops/s",
+            NULL, true);
+    fig_add("uds_echo_p50_us", "  round trip p50", v, "us", NULL, false);
+    fig_add("uds_echo_p99_us", "  round trip p99", p99, "us", NULL, false);
+    agent_suite(&o);
+    progress(&o, "node peer");
+    fig_add("node_peer_ops",
+            "node @aws-crypto/client-node, caching CMM, 64 B",
+            node_run(&o, 64), "ops/s", "agent_depth64_ops", true);
+    fig_add("node_peer_1k_ops",
+            "node @aws-crypto/client-node, caching CMM, 1 KiB",
+            node_run(&o, 1024), "ops/s", "agent_1k_depth64_ops", true);
+    if (o.json) {
+        print_json(&o);
+    } else {
+        print_table();
+    }
+    return 0;
+}

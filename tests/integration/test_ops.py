@@ -1,0 +1,221 @@
+#!/usr/bin/python3
+"""Operating the agent: metrics, health and readiness with pre-warm,
+live reload, refresh-ahead in steady state.
+
+Each test starts its own agent (harness.py) on a scratch socket.
+"""
+import os
+import signal
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa
+
+ALIAS = "users-email"
+say = h.say
+
+
+def metrics_of(client):
+    """Parse the agent's exposition text with prometheus_client."""
+    text = client.call("metrics")["text"]
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    return text, fams
+
+
+def sample(fams, family, name=None, **labels):
+    for s in fams[family].samples:
+        if (name is None or s.name == name) and all(
+                s.labels.get(k) == v for k, v in labels.items()):
+            return s.value
+    raise KeyError("%s %s %r" % (family, name, labels))
+
+
+class MetricsTest(unittest.TestCase):
+    def test_exposition_parses_and_counts(self):
+        say("metrics: real exposition parser; counters follow traffic")
+        s = h.Setup({ALIAS: {"max_messages": 5}})
+        a = s.start()
+        try:
+            with h.Client(s.socket) as c:
+                cts = [c.encrypt(ALIAS, b"v%d" % i, {"t": "u"})
+                       for i in range(12)]
+                for ct in cts:
+                    c.decrypt(ct)
+                r = c.request("encrypt", key=ALIAS, plaintext=b"x",
+                              context={"aws-crypto-x": "1"})
+                h.expect_error(r, h.KC_ECONTEXT)
+                text, fams = metrics_of(c)
+            for name in ("keycache_requests", "keycache_request_duration_seconds",
+                         "keycache_cache_hits", "keycache_cache_misses",
+                         "keycache_provider_calls", "keycache_provider_errors",
+                         "keycache_cache_entries", "keycache_locked_bytes",
+                         "keycache_data_key_age_seconds", "keycache_connections",
+                         "keycache_inflight_requests", "keycache_uptime_seconds",
+                         "keycache_build_info", "keycache_grace_uses",
+                         "keycache_refreshes"):
+                self.assertIn(name, fams, name)
+            self.assertEqual(sample(fams, "keycache_requests",
+                                    key=ALIAS, op="encrypt", result="ok"), 12)
+            self.assertEqual(sample(fams, "keycache_requests",
+                                    key=ALIAS, op="decrypt", result="ok"), 12)
+            self.assertEqual(sample(fams, "keycache_requests", key=ALIAS,
+                                    op="encrypt", result="KC_ECONTEXT"), 1)
+            # 12 messages with max_messages 5: three data keys.
+            self.assertEqual(sample(fams, "keycache_provider_calls",
+                                    key=ALIAS), 3)
+            self.assertEqual(sample(
+                fams, "keycache_request_duration_seconds",
+                "keycache_request_duration_seconds_count",
+                key=ALIAS, op="encrypt"), 13)
+            inf = sample(fams, "keycache_request_duration_seconds",
+                         "keycache_request_duration_seconds_bucket",
+                         key=ALIAS, op="decrypt", le="+Inf")
+            self.assertEqual(inf, 12)
+            self.assertEqual(sample(fams, "keycache_build_info",
+                                    "keycache_build_info"), 1)
+            say("parsed %d metric families, %d bytes" % (len(fams), len(text)))
+        finally:
+            a.stop()
+
+
+class HealthTest(unittest.TestCase):
+    def test_ready_after_prewarm(self):
+        say("health: live and ready; pre-warmed keys cost no request-path "
+            "provider call")
+        s = h.Setup({ALIAS: {"prewarm": "table=users,column=email; -"}})
+        a = s.start()
+        try:
+            with h.Client(s.socket) as c:
+                r = c.call("health")
+                self.assertTrue(r["live"])
+                self.assertTrue(r["ready"])
+                self.assertEqual(r["warmup_pending"], 0)
+                st = c.stats()["keys"][ALIAS]
+                self.assertEqual(st["provider_calls"], 2)
+                c.encrypt(ALIAS, b"a@b", {"table": "users", "column": "email"})
+                c.encrypt(ALIAS, b"a@b")
+                st = c.stats()["keys"][ALIAS]
+                self.assertEqual(st["provider_calls"], 2)
+                self.assertEqual(st["cache_misses"], 0)
+        finally:
+            a.stop()
+
+    def test_bad_prewarm_is_a_config_error(self):
+        say("a malformed prewarm line stops the agent at start")
+        s = h.Setup({ALIAS: {"prewarm": "table"}})
+        a = s.agent()
+        a.spawn()
+        self.assertNotEqual(a.wait_exit(), 0)
+        self.assertIn("prewarm", a.log())
+
+
+class ReloadTest(unittest.TestCase):
+    def test_sighup_adds_removes_and_keeps_connections(self):
+        say("SIGHUP: new alias served, removed alias gone and its keys "
+            "wiped, open connection kept")
+        s = h.Setup({ALIAS: {}, "old-key": {}})
+        a = s.start()
+        try:
+            c = h.Client(s.socket)
+            ct = c.encrypt(ALIAS, b"keep me")
+            c.encrypt("old-key", b"x")
+            self.assertEqual(c.stats()["cache"]["entries"], 4)
+            kf = os.path.join(s.dir, "new-key.key")
+            h.write_key(kf)
+            h.write_config(s.config, s.agent_opts, {
+                ALIAS: s.key_sections[ALIAS],
+                "new-key": {"provider": "local", "key_file": kf}})
+            os.kill(a.proc.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if "new-key" in c.stats()["keys"]:
+                    break
+                time.sleep(0.05)
+            st = c.stats()
+            self.assertIn("new-key", st["keys"])
+            self.assertNotIn("old-key", st["keys"])
+            # The unchanged alias kept its keys and counters.
+            self.assertEqual(st["keys"][ALIAS]["encrypt"], 1)
+            self.assertEqual(st["cache"]["entries"], 2)
+            self.assertEqual(c.decrypt(ct)["plaintext"], b"keep me")
+            c.encrypt("new-key", b"y")
+            h.expect_error(c.request("encrypt", key="old-key",
+                                     plaintext=b"x"), h.KC_ENOKEY)
+            self.assertIn("reloaded", a.log())
+            c.close()
+        finally:
+            a.stop()
+
+    def test_bad_config_keeps_running(self):
+        say("reload of a broken file: running config kept, reason logged; "
+            "the reload op reports it")
+        s = h.Setup({ALIAS: {}})
+        a = s.start()
+        try:
+            with h.Client(s.socket) as c:
+                ct = c.encrypt(ALIAS, b"still here")
+                with open(s.config, "a") as f:
+                    f.write("[key.broken]\nprovider = nope\n")
+                os.kill(a.proc.pid, signal.SIGHUP)
+                time.sleep(0.3)
+                self.assertTrue(a.alive())
+                self.assertIn("reload failed", a.log())
+                r = c.request("reload")
+                h.expect_error(r, h.KC_ECONFIG)
+                self.assertEqual(c.decrypt(ct)["plaintext"], b"still here")
+                self.assertEqual(c.stats()["cache"]["entries"], 2)
+        finally:
+            a.stop()
+
+    def test_changed_key_file_wipes_its_cache(self):
+        say("an alias whose key changed loses its cached data keys")
+        s = h.Setup({ALIAS: {}})
+        a = s.start()
+        try:
+            with h.Client(s.socket) as c:
+                c.encrypt(ALIAS, b"x")
+                kf = os.path.join(s.dir, "rotated.key")
+                h.write_key(kf)
+                sec = dict(s.key_sections[ALIAS], key_file=kf)
+                h.write_config(s.config, s.agent_opts, {ALIAS: sec})
+                r = c.call("reload")
+                self.assertTrue(r["applied"])
+                self.assertEqual(c.stats()["cache"]["entries"], 0)
+                c.encrypt(ALIAS, b"y")
+                self.assertEqual(c.stats()["keys"][ALIAS]["provider_calls"],
+                                 2)
+        finally:
+            a.stop()
+
+
+class RefreshTest(unittest.TestCase):
+    def test_steady_state_has_no_request_path_calls(self):
+        say("refresh-ahead: steady traffic for 5 s over 1 s TTLs; after "
+            "warm-up no request waits on the provider")
+        s = h.Setup({ALIAS: {"ttl": 1, "refresh_ahead": 0.5,
+                             "ttl_jitter": 0}})
+        a = s.start()
+        try:
+            with h.Client(s.socket) as c:
+                c.encrypt(ALIAS, b"warm")
+                end = time.monotonic() + 5
+                n = 0
+                while time.monotonic() < end and n < 100000:
+                    c.encrypt(ALIAS, b"x")
+                    n += 1
+                    time.sleep(0.01)
+                st = c.stats()["keys"][ALIAS]
+                say("%d encrypts, %d provider calls, %d request-path misses"
+                    % (n + 1, st["provider_calls"], st["cache_misses"]))
+                self.assertEqual(st["cache_misses"], 1)
+                self.assertGreaterEqual(st["provider_calls"], 5)
+        finally:
+            a.stop()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
