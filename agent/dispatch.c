@@ -324,6 +324,7 @@ dispatch_resume(struct pending *p, const uint8_t id[CACHE_ID_LEN],
     r = run_request(p->a, p, &p->peer, p->body.data, p->body.len, &out,
                     &wait_on, &unused);
     if (r == REQ_PENDING) {
+        kc_buf_clear(&out);
         flight_join(wait_on, p);
         return;
     }

@@ -780,7 +780,12 @@ node_run(const struct opts *o, size_t size)
         return -1;
     }
     while (fgets(line, sizeof(line), p) != NULL) {
-        (void)sscanf(line, "{\"ops\": %lf", &ops);
+        json_t *j = json_loads(line, 0, NULL);
+
+        if (j != NULL && json_is_number(json_object_get(j, "ops"))) {
+            ops = json_number_value(json_object_get(j, "ops"));
+        }
+        json_decref(j);
     }
     pclose(p);
     return ops;
