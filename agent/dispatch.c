@@ -74,9 +74,8 @@ req_failure_find(const struct req *rq, const uint8_t id[CACHE_ID_LEN])
     return NULL;
 }
 
-/* Copy at most 32 printable ASCII bytes of a peer string for a message. */
-static void
-safe_copy(char *dst, size_t dstlen, const char *s, size_t n)
+void
+req_safe_copy(char *dst, size_t dstlen, const char *s, size_t n)
 {
     size_t i, o = 0;
 
@@ -104,7 +103,7 @@ run_op(struct req *rq, const char **opname)
             return op_table[i].fn(rq);
         }
     }
-    safe_copy(shown, sizeof(shown), op, op_len);
+    req_safe_copy(shown, sizeof(shown), op, op_len);
     return req_fail(rq, KC_EUNKNOWNOP, "unknown op '%s'", shown);
 }
 

@@ -348,6 +348,42 @@ fail_provider(struct req *rq, int status, const struct provider_error *pe)
                     pe->request_id[0] ? pe->request_id : "-", pe->message);
 }
 
+/* Put f on the agent's list of flights in the air. */
+static void
+flight_link(struct agent *a, struct flight *f)
+{
+    f->prev = NULL;
+    f->next = a->flights;
+    if (f->next != NULL) {
+        f->next->prev = f;
+    }
+    a->flights = f;
+}
+
+#define MISS_START 2 /* flight_miss: no flight to join; start one */
+
+/*
+ * After a cache miss on id: report the failure an earlier run of this
+ * request saw, or join the flight already fetching id.  Returns an
+ * error, REQ_PENDING, or MISS_START.
+ */
+static int
+flight_miss(struct req *rq, struct keyslot *slot,
+            const struct req_failure *fl, const uint8_t id[CACHE_ID_LEN])
+{
+    struct flight *f;
+
+    if (fl != NULL) {
+        return fail_provider(rq, fl->status, &fl->perr);
+    }
+    slot->n.cache_misses++;
+    if ((f = flight_find(rq->a, id)) != NULL) {
+        rq->wait_on = f;
+        return REQ_PENDING;
+    }
+    return MISS_START;
+}
+
 /*
  * Start a flight for id, or run it to completion at once.  Returns 0
  * with the committed entry in *out, REQ_PENDING (rq waits on it), or an
@@ -359,11 +395,7 @@ flight_start(struct req *rq, struct flight *f, struct cache_entry **out)
     int r = flight_run(f);
 
     if (r == REQ_PENDING) {
-        f->next = rq->a->flights;
-        if (f->next != NULL) {
-            f->next->prev = f;
-        }
-        rq->a->flights = f;
+        flight_link(rq->a, f);
         rq->wait_on = f;
         return REQ_PENDING;
     }
@@ -431,11 +463,7 @@ flight_background(struct agent *a, struct keyslot *slot,
     f->on_done = on_done;
     r = flight_run(f);
     if (r == REQ_PENDING) {
-        f->next = a->flights;
-        if (f->next != NULL) {
-            f->next->prev = f;
-        }
-        a->flights = f;
+        flight_link(a, f);
         return 0;
     }
     if (r == 0) {
@@ -554,13 +582,8 @@ flight_enc_entry(struct req *rq, struct keyslot *slot,
         *out = e;
         return 0;
     }
-    if (fl != NULL) {
-        return fail_provider(rq, fl->status, &fl->perr);
-    }
-    slot->n.cache_misses++;
-    if ((f = flight_find(rq->a, id)) != NULL) {
-        rq->wait_on = f;
-        return REQ_PENDING;
+    if ((r = flight_miss(rq, slot, fl, id)) != MISS_START) {
+        return r;
     }
     {
         /* A successor already on its way: wait for it, not a new key. */
@@ -644,13 +667,8 @@ flight_dec_key(struct req *rq, struct keyslot *slot,
         *dk = e->dk;
         return 0;
     }
-    if (fl != NULL) {
-        return fail_provider(rq, fl->status, &fl->perr);
-    }
-    slot->n.cache_misses++;
-    if ((f = flight_find(rq->a, id)) != NULL) {
-        rq->wait_on = f;
-        return REQ_PENDING;
+    if ((r = flight_miss(rq, slot, fl, id)) != MISS_START) {
+        return r;
     }
     if ((r = flight_new(rq->a, slot, id, &h->ec, h->ec_canonical.data,
                         h->ec_canonical.len, &f)) != 0 ||

@@ -25,18 +25,6 @@
  * duplicate check (quadratic in the pair count) cheap on the loop. */
 #define MAX_CONTEXT_PAIRS 1024
 
-/* Copy at most 32 printable ASCII bytes of a peer string for a message. */
-static void
-safe_copy(char *dst, size_t dstlen, const char *s, size_t n)
-{
-    size_t i, o = 0;
-
-    for (i = 0; i < n && o + 1 < dstlen && o < 32; i++) {
-        dst[o++] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-    }
-    dst[o] = '\0';
-}
-
 static void
 pack_ok_header(struct req *rq, uint32_t nfields)
 {
@@ -107,7 +95,7 @@ get_slot(struct req *rq, struct keyslot **out)
         return fail(rq, KC_EINVAL, "field 'key' (string) is required");
     }
     if ((*out = keyring_find(rq->a->keys, alias, len)) == NULL) {
-        safe_copy(shown, sizeof(shown), alias, len);
+        req_safe_copy(shown, sizeof(shown), alias, len);
         return fail(rq, KC_ENOKEY, "no key alias '%s' is configured", shown);
     }
     rq->slot = *out;
@@ -574,22 +562,6 @@ batch_state_new(size_t n)
     return bs;
 }
 
-static void
-pack_item_error(msgpack_packer *pk, int code, const char *msg)
-{
-    msgpack_pack_map(pk, 2);
-    proto_pack_cstr(pk, "ok");
-    msgpack_pack_false(pk);
-    proto_pack_cstr(pk, "error");
-    msgpack_pack_map(pk, 3);
-    proto_pack_cstr(pk, "code");
-    msgpack_pack_int(pk, code);
-    proto_pack_cstr(pk, "name");
-    proto_pack_cstr(pk, kc_errname(code));
-    proto_pack_cstr(pk, "message");
-    proto_pack_cstr(pk, msg[0] != '\0' ? msg : kc_strerror(code));
-}
-
 /*
  * Run item i of a batch into bs->results[i].  Returns REQ_PENDING (the
  * item waits on sub->wait_on) or 0 (done: a success or an error result).
@@ -628,7 +600,7 @@ batch_run_item(struct req *rq, const msgpack_object *item,
     if (r != 0) {
         kc_buf_clear(&bs->results[i]);
         proto_packer_init(&sub.pk, &bs->results[i]);
-        pack_item_error(&sub.pk, r, sub.msg);
+        proto_pack_error_body(&sub.pk, r, sub.msg);
         if (sub.slot != NULL) {
             sub.slot->n.errors++;
         }

@@ -81,6 +81,10 @@ struct req {
     struct batch_state *batch_new; /* made by a first run that waits */
 };
 
+/* req_safe_copy - at most 32 printable ASCII bytes of a peer string,
+ * others shown as '?', for an error message. */
+void req_safe_copy(char *dst, size_t dstlen, const char *s, size_t n);
+
 /* req_fail - set the client-visible message; returns code. */
 int req_fail(struct req *rq, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -370,6 +370,30 @@ proto_pack_bin(msgpack_packer *pk, const uint8_t *p, size_t n)
     msgpack_pack_bin_body(pk, p, n);
 }
 
+static void
+pack_error_fields(msgpack_packer *pk, int code, const char *message)
+{
+    proto_pack_cstr(pk, "ok");
+    msgpack_pack_false(pk);
+    proto_pack_cstr(pk, "error");
+    msgpack_pack_map(pk, 3);
+    proto_pack_cstr(pk, "code");
+    msgpack_pack_int(pk, code);
+    proto_pack_cstr(pk, "name");
+    proto_pack_cstr(pk, kc_errname(code));
+    proto_pack_cstr(pk, "message");
+    proto_pack_cstr(pk, message != NULL && message[0] != '\0'
+                            ? message
+                            : kc_strerror(code));
+}
+
+void
+proto_pack_error_body(msgpack_packer *pk, int code, const char *message)
+{
+    msgpack_pack_map(pk, 2);
+    pack_error_fields(pk, code, message);
+}
+
 void
 proto_pack_error(msgpack_packer *pk, bool has_id, uint64_t id, int code,
                  const char *message)
@@ -381,14 +405,5 @@ proto_pack_error(msgpack_packer *pk, bool has_id, uint64_t id, int code,
     } else {
         msgpack_pack_nil(pk);
     }
-    proto_pack_cstr(pk, "ok");
-    msgpack_pack_false(pk);
-    proto_pack_cstr(pk, "error");
-    msgpack_pack_map(pk, 3);
-    proto_pack_cstr(pk, "code");
-    msgpack_pack_int(pk, code);
-    proto_pack_cstr(pk, "name");
-    proto_pack_cstr(pk, kc_errname(code));
-    proto_pack_cstr(pk, "message");
-    proto_pack_cstr(pk, message != NULL ? message : kc_strerror(code));
+    pack_error_fields(pk, code, message);
 }

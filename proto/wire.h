@@ -94,6 +94,12 @@ void proto_pack_strn(msgpack_packer *pk, const char *s, size_t n);
 void proto_pack_bin(msgpack_packer *pk, const uint8_t *p, size_t n);
 
 /*
+ * proto_pack_error_body - pack {ok: false, error: {code, name, message}}
+ * (a batch item's failed result; message NULL: kc_strerror(code)).
+ */
+void proto_pack_error_body(msgpack_packer *pk, int code, const char *message);
+
+/*
  * proto_pack_error - pack an error response map:
  * {id: id|nil, ok: false, error: {code, name, message}}.
  */
