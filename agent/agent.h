@@ -49,4 +49,12 @@ struct agent {
     size_t warmup_failed;
 };
 
+/*
+ * agent_limits_from_config - the message reader's limits from [agent]:
+ * legacy suites, max EDKs, message size (default: max_frame), body
+ * frames and frame length.
+ */
+void agent_limits_from_config(struct esdk_limits *lim,
+                              const struct agent_config *cfg);
+
 #endif /* KC_AGENT_H */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent.h"
 #include "esdk.h"
 
 /* Bits of key_config.seen. */
@@ -158,6 +159,37 @@ agent_key(struct parse_state *st, const char *name, const char *v)
             return -1;
         }
         return 0;
+    }
+    {
+        static const struct {
+            const char *name;
+            uint64_t min, max;
+            size_t off;
+        } lims[] = {
+            {"max_edks", 1, 65535, offsetof(struct agent_config, max_edks)},
+            {"max_message_size", 0, 1ULL << 36,
+             offsetof(struct agent_config, max_message_size)},
+            {"max_body_frames", 1, 0xffffffffULL,
+             offsetof(struct agent_config, max_body_frames)},
+            {"max_frame_length", 1, 0xffffffffULL,
+             offsetof(struct agent_config, max_frame_length)},
+        };
+        size_t i;
+
+        for (i = 0; i < sizeof(lims) / sizeof(lims[0]); i++) {
+            if (strcmp(name, lims[i].name) != 0) {
+                continue;
+            }
+            if (parse_u64(v, lims[i].min, lims[i].max, &n) != 0) {
+                snprintf(st->err, sizeof(st->err),
+                         "%s must be an integer in %llu..%llu", name,
+                         (unsigned long long)lims[i].min,
+                         (unsigned long long)lims[i].max);
+                return -1;
+            }
+            *(uint64_t *)((char *)cfg + lims[i].off) = n;
+            return 0;
+        }
     }
     if (strcmp(name, "allow_stats") == 0) {
         return set_str(&cfg->allow_stats, v);
@@ -525,6 +557,9 @@ config_load(const char *path, struct agent_config **out, char *err,
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->max_frame = 1048576 + 65536;
     cfg->max_connections = 1024;
+    cfg->max_edks = 16;
+    cfg->max_body_frames = 1 << 20;
+    cfg->max_frame_length = 1 << 20;
     cfg->max_inflight = 128;
     cfg->idle_timeout_ms = 300000;
     cfg->read_timeout_ms = 10000;
@@ -601,4 +636,18 @@ config_free(struct agent_config *cfg)
     free(cfg->allow_stats);
     free(cfg->socket_group);
     free(cfg);
+}
+
+void
+agent_limits_from_config(struct esdk_limits *lim,
+                         const struct agent_config *cfg)
+{
+    esdk_limits_default(lim);
+    lim->allow_legacy = cfg->allow_legacy;
+    lim->max_edks = (size_t)cfg->max_edks;
+    lim->max_message = cfg->max_message_size != 0
+                           ? (size_t)cfg->max_message_size
+                           : cfg->max_frame;
+    lim->max_frames = cfg->max_body_frames;
+    lim->max_frame_len = (size_t)cfg->max_frame_length;
 }

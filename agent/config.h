@@ -9,7 +9,11 @@
  *   log_level = info        ; error | warn | info | debug
  *   log_format = text       ; text | json
  *   max_frame = 1114112     ; largest request/response body, bytes
- *   allow_legacy_suites = false
+ *   allow_legacy_suites = false ; read suites without key commitment
+ *   max_edks = 16           ; encrypted data keys per message read
+ *   max_message_size = 0    ; bytes per message read (0: max_frame)
+ *   max_body_frames = 1048576 ; body frames per message read
+ *   max_frame_length = 1048576 ; a message's frame length, read
  *   allow_stats = uid:0, group:ops ; who may read stats (default: own uid)
  *   max_connections = 1024
  *   max_inflight = 128      ; requests per connection waiting on a KMS
@@ -115,6 +119,10 @@ struct agent_config {
     bool log_json;
     size_t max_frame;
     bool allow_legacy;
+    uint64_t max_edks;
+    uint64_t max_message_size;
+    uint64_t max_body_frames;
+    uint64_t max_frame_length;
     char *allow_stats;     /* policy text, NULL = agent's own uid only */
     char *socket_group;    /* group owning the socket, or NULL */
     size_t max_connections;

@@ -333,6 +333,38 @@ out:
 }
 
 /*
+ * Why a header was refused, naming the algorithm suite when that is the
+ * reason (the suite ID sits at byte 1 in v2 headers, byte 2 in v1).
+ */
+static int
+fail_header(struct req *rq, int r, const uint8_t *ct, size_t len)
+{
+    const struct esdk_suite *s = NULL;
+    uint16_t id = 0;
+
+    if (len >= 4 && (ct[0] == 1 || ct[0] == 2)) {
+        id = ct[0] == 2 ? kc_load_u16(ct + 1) : kc_load_u16(ct + 2);
+        s = esdk_suite_get(id);
+    }
+    if (r == KC_EUNSUPPORTED && s != NULL && !s->committing) {
+        return fail(rq, r, "algorithm suite 0x%04x (%s) has no key "
+                    "commitment; reading it needs allow_legacy_suites = "
+                    "true", id, s->name);
+    }
+    if (r == KC_EFORMAT && len >= 2 && ct[0] == 'A' &&
+        (ct[1] == 'Y' || ct[1] == 'g')) {
+        return fail(rq, r, "malformed message header: the input looks "
+                    "like Base64; decode it first");
+    }
+    if (r == KC_ETOOBIG) {
+        return fail(rq, r, "message over a reader limit (max_edks, "
+                    "max_message_size, max_body_frames or "
+                    "max_frame_length)");
+    }
+    return fail(rq, r, "cannot read message header: %s", kc_strerror(r));
+}
+
+/*
  * Try every EDK of the message against every alias whose provider claims
  * it, in header order; the first data key that unwraps decrypts.  A
  * provider failure on one EDK moves on to the next; the last such
@@ -419,7 +451,7 @@ handle_decrypt(struct req *rq)
         goto out;
     }
     if ((r = esdk_header_parse(ct, ct_len, &rq->a->limits, &h)) != 0) {
-        r = fail(rq, r, "cannot read message header: %s", kc_strerror(r));
+        r = fail_header(rq, r, ct, ct_len);
         goto out;
     }
     if (!esdk_ec_contains(&h->ec, &want)) {

@@ -1,5 +1,10 @@
 /*
  * keymem.c - slab allocator over sodium_malloc'd locked memory.
+ *
+ * Both operations stay cheap however many keys are cached: slabs with a
+ * free slot sit on their own list, so keymem_alloc takes its head (O(1));
+ * keymem_free finds a slot's slab by binary search over the slabs sorted
+ * by address (O(log slabs): 49 slabs hold 100 000 keys).
  */
 #include "keymem.h"
 
@@ -21,6 +26,8 @@ struct slab {
     uint32_t used;
     uint32_t next_free[SLAB_SLOTS];
     struct slab *next;
+    struct slab *next_avail; /* on the list of slabs with a free slot */
+    bool on_avail;
 };
 
 #define SLOT_NONE UINT32_MAX
@@ -28,6 +35,58 @@ struct slab {
 static struct slab *slabs;
 static size_t slab_count;
 static size_t slots_used;
+static struct slab *avail;     /* slabs with at least one free slot */
+static struct slab **by_addr;  /* every slab, sorted by mem */
+static size_t by_addr_cap;
+
+static void
+avail_push(struct slab *s)
+{
+    s->next_avail = avail;
+    avail = s;
+    s->on_avail = true;
+}
+
+/* Insert s into by_addr, keeping it sorted.  false when out of memory. */
+static bool
+by_addr_insert(struct slab *s)
+{
+    struct slab **n;
+    size_t i;
+
+    if (slab_count + 1 > by_addr_cap) {
+        i = by_addr_cap == 0 ? 16 : by_addr_cap * 2;
+        if ((n = realloc(by_addr, i * sizeof(*n))) == NULL) {
+            return false;
+        }
+        by_addr = n;
+        by_addr_cap = i;
+    }
+    for (i = slab_count; i > 0 && by_addr[i - 1]->mem > s->mem; i--) {
+        by_addr[i] = by_addr[i - 1];
+    }
+    by_addr[i] = s;
+    return true;
+}
+
+/* The slab holding p, or NULL. */
+static struct slab *
+by_addr_find(const uint8_t *p)
+{
+    size_t lo = 0, hi = slab_count, mid;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        if (p < by_addr[mid]->mem) {
+            hi = mid;
+        } else if (p >= by_addr[mid]->mem + SLAB_BYTES) {
+            lo = mid + 1;
+        } else {
+            return by_addr[mid];
+        }
+    }
+    return NULL;
+}
 
 static struct slab *
 slab_new(void)
@@ -48,6 +107,11 @@ slab_new(void)
         free(s);
         return NULL;
     }
+    if (!by_addr_insert(s)) {
+        sodium_free(s->mem);
+        free(s);
+        return NULL;
+    }
     sodium_memzero(s->mem, SLAB_BYTES);
     for (i = 0; i < SLAB_SLOTS; i++) {
         s->next_free[i] = i + 1 < SLAB_SLOTS ? i + 1 : SLOT_NONE;
@@ -56,6 +120,7 @@ slab_new(void)
     s->next = slabs;
     slabs = s;
     slab_count++;
+    avail_push(s);
     return s;
 }
 
@@ -118,16 +183,16 @@ keymem_alloc(size_t n)
     if (n == 0 || n > KEYMEM_SLOT_SIZE) {
         return NULL;
     }
-    for (s = slabs; s != NULL; s = s->next) {
-        if (s->free_head != SLOT_NONE) {
-            break;
-        }
-    }
-    if (s == NULL && (s = slab_new()) == NULL) {
+    if ((s = avail) == NULL && (s = slab_new()) == NULL) {
         return NULL;
     }
     i = s->free_head;
     s->free_head = s->next_free[i];
+    if (s->free_head == SLOT_NONE) { /* now full: off the list */
+        avail = s->next_avail;
+        s->next_avail = NULL;
+        s->on_avail = false;
+    }
     s->used++;
     slots_used++;
     return s->mem + (size_t)i * KEYMEM_SLOT_SIZE;
@@ -143,12 +208,7 @@ keymem_free(uint8_t *p)
     if (p == NULL) {
         return;
     }
-    for (s = slabs; s != NULL; s = s->next) {
-        if (p >= s->mem && p < s->mem + SLAB_BYTES) {
-            break;
-        }
-    }
-    if (s == NULL) {
+    if ((s = by_addr_find(p)) == NULL) {
         abort(); /* not ours: a broken invariant, never input-driven */
     }
     off = (size_t)(p - s->mem);
@@ -158,6 +218,9 @@ keymem_free(uint8_t *p)
     s->free_head = i;
     s->used--;
     slots_used--;
+    if (!s->on_avail) {
+        avail_push(s);
+    }
 }
 
 size_t
@@ -185,4 +248,8 @@ keymem_shutdown(void)
     slabs = NULL;
     slab_count = 0;
     slots_used = 0;
+    avail = NULL;
+    free(by_addr);
+    by_addr = NULL;
+    by_addr_cap = 0;
 }

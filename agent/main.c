@@ -134,9 +134,7 @@ run(struct agent_config *cfg, const char *config_path,
     a.cfg = cfg;
     a.cfg_owned = cfg;
     a.config_path = config_path;
-    esdk_limits_default(&a.limits);
-    a.limits.allow_legacy = cfg->allow_legacy;
-    a.limits.max_message = cfg->max_frame;
+    agent_limits_from_config(&a.limits, cfg);
     if (keymem_init(cfg->capacity + cfg->nkeys, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out;

@@ -112,7 +112,7 @@ apply(struct agent *a, struct staged *st)
     a->cfg_owned = st->cfg;
     authz_policy_clear(&a->stats_policy);
     a->stats_policy = st->stats_policy;
-    a->limits.allow_legacy = st->cfg->allow_legacy;
+    agent_limits_from_config(&a->limits, st->cfg);
     log_init(st->cfg->log_level, st->cfg->log_json);
     keyring_free(old_keys);
     config_free(old_cfg);

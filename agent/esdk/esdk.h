@@ -213,6 +213,10 @@ KC_MUST_USE int esdk_tmpl_encrypt(const struct esdk_tmpl *t,
 /* esdk_tmpl_msg_len - exact length of a message for pt_len bytes. */
 size_t esdk_tmpl_msg_len(const struct esdk_tmpl *t, size_t pt_len);
 
+/* esdk_tmpl_frame_len - the frame length t writes (so a holder can
+ * rebuild it after a configuration change). */
+uint32_t esdk_tmpl_frame_len(const struct esdk_tmpl *t);
+
 /* esdk_tmpl_free - free a template.  NULL is a no-op. */
 void esdk_tmpl_free(struct esdk_tmpl *t);
 

@@ -376,6 +376,12 @@ out:
     return r;
 }
 
+uint32_t
+esdk_tmpl_frame_len(const struct esdk_tmpl *t)
+{
+    return t->frame_len;
+}
+
 void
 esdk_tmpl_free(struct esdk_tmpl *t)
 {

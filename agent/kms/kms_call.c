@@ -623,10 +623,13 @@ ec_to_json(const struct esdk_ec *ec)
         /* Keys may hold any UTF-8, NUL included in principle; jansson
          * keys are C strings, so a key with NUL cannot be sent. */
         if (memchr(p->key, 0, p->key_len) != NULL ||
-            (key = strndup((const char *)p->key, p->key_len)) == NULL) {
+            (key = malloc(p->key_len + 1)) == NULL) {
             json_decref(o);
             return NULL;
         }
+        /* Not strndup: the key is not NUL-terminated. */
+        memcpy(key, p->key, p->key_len);
+        key[p->key_len] = '\0';
         v = json_stringn((const char *)p->val, p->val_len);
         if (v == NULL || json_object_set_new(o, key, v) != 0) {
             free(key);

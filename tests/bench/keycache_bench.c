@@ -201,6 +201,16 @@ inproc_init(struct inproc *ip)
     ip->nk.ct_len = ip->edks.v[0].ciphertext_len;
 }
 
+static void
+inproc_clear(struct inproc *ip)
+{
+    esdk_tmpl_free(ip->tmpl);
+    esdk_edk_list_clear(&ip->edks);
+    esdk_ec_clear(&ip->ec);
+    kc_buf_clear(&ip->ec_ser);
+    sodium_memzero(ip, sizeof(*ip));
+}
+
 /* The esdk reader must accept a message and give pt back. */
 static void
 check_msg(const struct inproc *ip, const uint8_t *m, size_t len,
@@ -948,5 +958,9 @@ main(int argc, char **argv)
     } else {
         print_table();
     }
+    inproc_clear(&ip);
+    free(tenants);
+    free(ctxs);
+    esdk_rand_shutdown();
     return 0;
 }
