@@ -98,6 +98,19 @@ flight_new(struct agent *a, struct keyslot *slot, const uint8_t *id,
     return 0;
 }
 
+/* A failed provider call: counted by backend code and audited. */
+static void
+note_provider_failure(struct keyslot *slot, int status,
+                      const struct provider_error *perr)
+{
+    const char *code = perr != NULL && perr->code[0] != '\0'
+                           ? perr->code
+                           : kc_errname(status);
+
+    metrics_note_provider_error(slot, code);
+    audit_key_event(slot->cfg->alias, "provider_error", code);
+}
+
 /* Provider callback: the current stage finished. */
 static void
 flight_step_done(void *arg, int status, const struct provider_error *perr);
@@ -243,12 +256,7 @@ flight_finish(struct flight *f, int status)
     if (status == 0) {
         flight_commit(f);
     } else {
-        metrics_note_provider_error(f->slot, f->perr.code[0] != '\0'
-                                                 ? f->perr.code
-                                                 : kc_errname(status));
-        audit_key_event(f->slot->cfg->alias, "provider_error",
-                        f->perr.code[0] != '\0' ? f->perr.code
-                                                : kc_errname(status));
+        note_provider_failure(f->slot, status, &f->perr);
         log_warn("key %s: provider %s failed: %s%s%s%s%s",
                  f->slot->cfg->alias, f->slot->provider->ops->name,
                  kc_errname(status), f->perr.code[0] ? " " : "", f->perr.code,
@@ -400,9 +408,7 @@ flight_start(struct req *rq, struct flight *f, struct cache_entry **out)
         return REQ_PENDING;
     }
     if (r != 0) {
-        metrics_note_provider_error(f->slot, f->perr.code[0] != '\0'
-                                                 ? f->perr.code
-                                                 : kc_errname(r));
+        note_provider_failure(f->slot, r, &f->perr);
         r = fail_provider(rq, r, &f->perr);
         flight_free(f);
         return r;
@@ -469,9 +475,7 @@ flight_background(struct agent *a, struct keyslot *slot,
     if (r == 0) {
         flight_commit(f);
     } else {
-        metrics_note_provider_error(slot, f->perr.code[0] != '\0'
-                                              ? f->perr.code
-                                              : kc_errname(r));
+        note_provider_failure(slot, r, &f->perr);
     }
     flight_free(f);
     if (on_done != NULL) {

@@ -102,7 +102,7 @@ log_msg(enum log_level level, const char *fmt, ...)
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     if (log_json) {
         fprintf(stderr,
-                "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"pid\":%ld,"
+                "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"agent_pid\":%ld,"
                 "\"msg\":\"%s\"}\n",
                 ts, now.tv_nsec / 1000000, level_names[level],
                 (long)getpid(), esc);
@@ -139,7 +139,7 @@ log_fields(enum log_level level, const char *const *kv, size_t n)
     timestamp(ts, sizeof(ts), &ms);
     if (log_json) {
         w = snprintf(line, sizeof(line),
-                     "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"pid\":%ld",
+                     "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"agent_pid\":%ld",
                      ts, ms, level_names[level], (long)getpid());
     } else {
         w = snprintf(line, sizeof(line), "%s.%03ldZ keycache-agent[%ld] %s:",

@@ -37,6 +37,7 @@
 #define OUT_HIGH          (4u << 20) /* pause reading past 4 MiB queued */
 #define SHUTDOWN_GRACE_S  10         /* force exit after this long */
 #define ACCEPT_RETRY_MS   200        /* back off after EMFILE/ENFILE */
+#define SHUTDOWN_DRAIN_MAX (8u << 20) /* bytes read per client at stop */
 
 enum timer_mode {
     TIMER_NONE,
@@ -488,6 +489,11 @@ conn_read_cb(struct bufferevent *bev, void *arg)
             conn_free(c);
             return;
         }
+        /* Each frame gets its own read_timeout: a client pipelining
+         * complete frames is progressing, not a slowloris. */
+        if (c->timer_mode == TIMER_FRAME) {
+            c->timer_mode = TIMER_NONE;
+        }
         if (!conn_update_reading(c)) {
             return;
         }
@@ -695,8 +701,16 @@ accept_error_cb(struct evconnlistener *lev, void *arg)
     struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
     int err = EVUTIL_SOCKET_ERROR();
 
-    log_warn("accept: %s; pausing new connections for %d ms",
-             strerror(err), ACCEPT_RETRY_MS);
+    static uint64_t last_log_ms, pauses;
+    uint64_t now = cache_clock_monotonic();
+
+    pauses++;
+    if (now - last_log_ms >= 1000) { /* at most one line a second */
+        last_log_ms = now;
+        log_warn("accept: %s; pausing new connections for %d ms (%llu "
+                 "pauses so far)", strerror(err), ACCEPT_RETRY_MS,
+                 (unsigned long long)pauses);
+    }
     evconnlistener_disable(lev);
     evtimer_add(srv->accept_retry, &tv);
 }
@@ -711,6 +725,27 @@ force_exit_cb(evutil_socket_t fd, short what, void *arg)
     log_warn("connections still open after %d s; exiting anyway",
              SHUTDOWN_GRACE_S);
     event_base_loopexit(srv->a->base, NULL);
+}
+
+/*
+ * At shutdown, requests a client has already sent count as in flight:
+ * read what its socket holds (bounded), answer every complete frame,
+ * then close once the replies are written.
+ */
+static void
+conn_drain_on_shutdown(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    size_t total = 0;
+    int n;
+
+    while (total < SHUTDOWN_DRAIN_MAX &&
+           (n = evbuffer_read(in, fd, 65536)) > 0) {
+        total += (size_t)n;
+    }
+    c->paused = false;
+    conn_read_cb(c->bev, c);
 }
 
 static void
@@ -730,6 +765,12 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     srv->lev = NULL;
     if (unlink(srv->path) != 0 && errno != ENOENT) {
         log_warn("unlink %s: %s", srv->path, strerror(errno));
+    }
+    for (c = srv->conns; c != NULL; c = next) {
+        next = c->next;
+        if (!c->closing) {
+            conn_drain_on_shutdown(c);
+        }
     }
     for (c = srv->conns; c != NULL; c = next) {
         next = c->next;

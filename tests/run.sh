@@ -8,7 +8,11 @@
 #      integration and demo tests;
 #   2. builds build-fuzz/ with clang (same sanitizers) and runs the
 #      `fuzz` suite there: the libFuzzer targets, each for a bounded time
-#      (KC_FUZZ_SECONDS, default 30, read when build-fuzz/ is set up).
+#      (KC_FUZZ_SECONDS, default 30);
+#   3. builds build-valgrind/ without sanitizers and runs the `valgrind`
+#      suite: integration tests with every agent under memcheck.
+# Node packages for the tests (official SDK interop, the Alibaba KMS
+# fake's signature checker) are installed from their lock files first.
 # Prints meson's summary for each, then one closing line
 # "N passed, N failed, N skipped" over both.  Exits non-zero on any
 # failure.  Idempotent: a second run reuses both build directories.
@@ -17,6 +21,7 @@
 #   KC_TEST_BUILDDIR      main build directory (default: build-test)
 #   KC_FUZZ_BUILDDIR      clang build directory (default: build-fuzz)
 #   KC_TEST_FUZZ          0 skips the clang/fuzz phase (default: 1)
+#   KC_TEST_VALGRIND      0 skips the valgrind phase (default: 1)
 #   KC_TEST_TIMEOUT_MULT  meson --timeout-multiplier (default: 3)
 #   KC_TEST_ARGS          extra arguments for the main `meson test`
 #                         (e.g. '--suite integration')
@@ -33,7 +38,10 @@ APT_PACKAGES=(
     meson ninja-build pkg-config gcc clang libclang-rt-14-dev
     libevent-dev libssl-dev libcurl4-openssl-dev libmsgpack-dev
     libsodium-dev libinih-dev libjansson-dev libcmocka-dev
-    libsqlite3-dev python3-msgpack python3-botocore
+    libsqlite3-dev libsystemd-dev libpq-dev postgresql
+    python3-msgpack python3-botocore python3-prometheus-client
+    python3-yaml python3-cryptography openssl ca-certificates
+    valgrind systemd
 )
 
 TOTAL_PASSED=0
@@ -193,9 +201,46 @@ build_failed()
     STATUS=1
 }
 
+# npm_install DIR: npm ci from DIR's lock file unless node_modules is
+# already there and newer than the lock file.
+npm_install()
+{
+    local dir=$1
+
+    if [ -d "$dir/node_modules" ] &&
+        [ "$dir/node_modules" -nt "$dir/package-lock.json" ]; then
+        log "npm: $dir up to date"
+        return 0
+    fi
+    log "npm: installing $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts) &&
+        touch "$dir/node_modules"
+}
+
+VG_BUILDDIR=${KC_TEST_VG_BUILDDIR:-build-valgrind}
+
+# Phase 3: agents under valgrind need a build without sanitizers.
+run_valgrind()
+{
+    if ! command -v valgrind >/dev/null 2>&1; then
+        log "valgrind: not installed; skipping"
+        return 0
+    fi
+    if [ -f "$VG_BUILDDIR/meson-private/coredata.dat" ]; then
+        meson configure "$VG_BUILDDIR" -Db_sanitize=none >/dev/null ||
+            return 1
+    else
+        meson setup "$VG_BUILDDIR" -Db_sanitize=none || return 1
+    fi
+    ninja -C "$VG_BUILDDIR" || return 1
+    run_meson_test "$VG_BUILDDIR" --suite valgrind
+}
+
 main()
 {
     install_packages
+    tests/interop/install.sh || build_failed "tests/interop (npm ci)"
+    npm_install tests/fakes || build_failed "tests/fakes (npm ci)"
 
     # Sanitizer behaviour for every test and every process a test starts
     # (the agent under test inherits it).  abort_on_error makes a report
@@ -220,6 +265,11 @@ main()
         else
             build_failed "$FUZZDIR"
         fi
+    fi
+
+    if [ "${KC_TEST_VALGRIND:-1}" != 0 ]; then
+        log "phase 3: $VG_BUILDDIR (no sanitizers): agents under valgrind"
+        run_valgrind || build_failed "$VG_BUILDDIR"
     fi
 
     echo

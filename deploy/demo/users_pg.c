@@ -466,6 +466,7 @@ main(int argc, char **argv)
                 PQerrorMessage(d.db));
         goto out;
     }
+    PQclear(PQexec(d.db, "SET client_min_messages = warning"));
     d.qtable = PQescapeIdentifier(d.db, d.table, strlen(d.table));
     if (d.qtable == NULL) {
         fprintf(stderr, "users_pg: bad table name\n");

@@ -514,17 +514,21 @@ one_batch(struct mig *m)
     if (PQgetisnull(job, 0, 0)) {
         const char *p[1] = {nbuf};
 
+        /* Qualified t.pk everywhere: an unqualified ORDER BY name would
+         * pick the output column (the ::text cast) and sort as text. */
         snprintf(sql, sizeof(sql),
-                 "SELECT %s::text, %s FROM %s ORDER BY %s LIMIT $1::int "
-                 "FOR UPDATE", m->qpk, m->qcolumn, m->qtable, m->qpk);
+                 "SELECT t.%s::text AS kc_pk, t.%s AS kc_val FROM %s AS t "
+                 "ORDER BY t.%s LIMIT $1::int FOR UPDATE", m->qpk,
+                 m->qcolumn, m->qtable, m->qpk);
         rows = q(m, PGRES_TUPLES_OK, sql, 1, p);
     } else {
         const char *p[2] = {PQgetvalue(job, 0, 0), nbuf};
 
         snprintf(sql, sizeof(sql),
-                 "SELECT %s::text, %s FROM %s WHERE %s > $1::%s "
-                 "ORDER BY %s LIMIT $2::int FOR UPDATE", m->qpk, m->qcolumn,
-                 m->qtable, m->qpk, m->pktype, m->qpk);
+                 "SELECT t.%s::text AS kc_pk, t.%s AS kc_val FROM %s AS t "
+                 "WHERE t.%s > $1::%s ORDER BY t.%s LIMIT $2::int "
+                 "FOR UPDATE", m->qpk, m->qcolumn, m->qtable, m->qpk,
+                 m->pktype, m->qpk);
         rows = q(m, PGRES_TUPLES_OK, sql, 2, p);
     }
     if (rows == NULL) {
@@ -821,7 +825,8 @@ main(int argc, char **argv)
         err("cannot connect to PostgreSQL: %s", PQerrorMessage(m.db));
         goto out;
     }
-    PQclear(PQexec(m.db, "SET application_name = 'kc_migrate'"));
+    PQclear(PQexec(m.db, "SET application_name = 'kc_migrate'; "
+                         "SET client_min_messages = warning"));
     if (m.mode == MODE_STATUS) {
         status = show_status(&m);
         goto out;

@@ -18,7 +18,8 @@
  *   keycache-bench [--quick] [--json] [--agent PATH] [--node-dir DIR]
  *
  * --quick shortens every measurement (CI smoke run; never a pass/fail
- * on timing).  Everything it starts (agent, echo child, node) runs on
+ * on timing).  --json prints one JSON object on stdout (and the table
+ * on stderr).  Everything it starts (agent, echo child, node) runs on
  * this machine, on sockets in a fresh /tmp directory, and is stopped
  * before it exits.
  */
@@ -743,6 +744,8 @@ agent_suite(const struct opts *o)
     l.decrypt = false;
     l.size = 64;
     l.nkeys = o->nkeys;
+    fig_add("agent_rss_bytes_before_fill", "  agent RSS before filling",
+            (double)agent_rss(), "bytes", NULL, false);
     t = now_s();
     run_pipelined(c, &l, 64, 0, 0, o->nkeys);
     t = now_s() - t;
@@ -827,8 +830,10 @@ print_json(const struct opts *o)
         first = false;
         if (f->value < 0) {
             printf("null");
+        } else if (f->value >= 1000) {
+            printf("%.0f", f->value);
         } else {
-            printf("%.6g", f->value);
+            printf("%.3f", f->value);
         }
     }
     for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
@@ -954,7 +959,11 @@ main(int argc, char **argv)
             "node @aws-crypto/client-node, caching CMM, 1 KiB",
             node_run(&o, 1024), "ops/s", "agent_1k_depth64_ops", true);
     if (o.json) {
-        print_json(&o);
+        print_json(&o); /* the table goes to stderr alongside */
+        fflush(stdout);
+        if (dup2(STDERR_FILENO, STDOUT_FILENO) >= 0) {
+            print_table();
+        }
     } else {
         print_table();
     }

@@ -56,8 +56,8 @@ class LifecycleTest(unittest.TestCase):
         c.close()
 
     def test_sigterm_with_requests_in_flight(self):
-        say("SIGTERM amid pipelined encrypts: every reply well-formed, "
-            "ok or KC_ESHUTDOWN; exit 0")
+        say("SIGTERM amid pipelined encrypts: every request already sent "
+            "is answered before the connection closes; exit 0")
         s = h.Setup()
         a = s.start()
         c = Client(s.socket)
@@ -79,6 +79,7 @@ class LifecycleTest(unittest.TestCase):
             if r["ok"] is False:
                 h.expect_error(r, h.KC_ESHUTDOWN)
         say("%d of %d answered before close" % (len(seen), n))
+        self.assertEqual(len(seen), n)
         c.close()
         a.stop()
 

@@ -532,15 +532,6 @@ class AuditTest(unittest.TestCase):
         say("%d audit lines (%d decisions, %d key events)"
             % (len(lines), len(dec), sum(events.values())))
 
-    # AGENT BUG (reported to the lead): a provider failure that completes
-    # synchronously (the local provider always does; remote providers
-    # when they fail before going asynchronous) goes through
-    # flight_start()'s "r != 0" branch, which counts it in the metrics
-    # but never calls audit_key_event("provider_error"); only the
-    # asynchronous path (flight_finish) audits.  A corrupted/forged EDK
-    # presented to a local key therefore leaves no audit line.  Fix: one
-    # helper for both paths (and flight_background's synchronous one).
-    @unittest.expectedFailure
     def test_provider_error_audited(self):
         say("a provider error (tampered wrapped data key) gets an audit "
             "line")
@@ -598,12 +589,6 @@ class AuditTest(unittest.TestCase):
         self.assertGreater(audits, 5)
         self.assertIn("generated", events)
 
-    # AGENT BUG (reported to the lead): log_fields() writes the agent's
-    # own "pid" and audit_decision() adds the peer's "pid", so every JSON
-    # decision line has two "pid" members; json.loads keeps the last, jq
-    # too, other parsers the first or reject it.  Fix: name the peer's
-    # field peer_pid (or the agent's agent_pid) in JSON mode.
-    @unittest.expectedFailure
     def test_json_no_duplicate_names(self):
         say("JSON audit lines have no duplicate member names (the peer pid "
             "must not collide with the agent's own pid)")
@@ -1157,15 +1142,6 @@ class TimeoutTest(unittest.TestCase):
         self.assertEqual(c.recv()["id"], 7)
         c.close()
 
-    # AGENT BUG (reported to the lead): conn_timer_update() arms the
-    # read_timeout deadline when a partial frame is buffered and never
-    # re-arms it while timer_mode stays TIMER_FRAME, so a client whose
-    # input buffer never drains (steady pipelining, large frames read in
-    # pieces) is closed read_timeout after its first partial frame even
-    # though it completes frames all the time.  Fix: reset the deadline
-    # (timer_mode = TIMER_NONE) each time a frame completes in
-    # conn_read_cb, so the clock measures the current frame only.
-    @unittest.expectedFailure
     def test_busy_pipelining_client_not_cut_off(self):
         say("a client streaming pipelined requests for longer than "
             "read_timeout, each write completing one frame and starting "
