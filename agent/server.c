@@ -740,10 +740,14 @@ conn_drain_on_shutdown(struct conn *c)
     size_t total = 0;
     int n;
 
+    /* A bufferevent keeps its input's end frozen outside its own read
+     * callback; thaw it for these reads. */
+    evbuffer_unfreeze(in, 0);
     while (total < SHUTDOWN_DRAIN_MAX &&
            (n = evbuffer_read(in, fd, 65536)) > 0) {
         total += (size_t)n;
     }
+    evbuffer_freeze(in, 0);
     c->paused = false;
     conn_read_cb(c->bev, c);
 }
