@@ -1005,3 +1005,35 @@ out:
     kc_buf_clear(&req);
     return call_end(c, r);
 }
+
+int
+kc_call_json(struct kc_client *c, const char *op, char **json)
+{
+    struct reply rep = {.live = false};
+    struct kc_buf req;
+    msgpack_packer pk;
+    size_t mark = 0;
+    uint64_t id = 0;
+    int64_t deadline = 0;
+    int r;
+
+    if (json != NULL) {
+        *json = NULL;
+    }
+    if (c == NULL || op == NULL || json == NULL) {
+        return KC_EINVAL;
+    }
+    if ((r = call_begin(c, &req, &mark, &pk, op, 0, 0, &id, &deadline)) !=
+            0 ||
+        (r = client_req_end(c, &req, mark)) != 0 ||
+        (r = client_call(c, &req, id, deadline, &rep)) != 0) {
+        goto out;
+    }
+    if ((r = stats_to_json(&rep.u.data, json)) == KC_EPROTO) {
+        client_set_err(c, "agent reply cannot be expressed as JSON");
+    }
+out:
+    client_reply_done(c, &rep);
+    kc_buf_clear(&req);
+    return call_end(c, r);
+}

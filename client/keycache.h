@@ -303,6 +303,15 @@ KC_API void kc_item_results_clear(struct kc_item_result *results, size_t n);
 #define KC_BATCH_MAX 1024
 
 /*
+ * kc_call_json - send an op that takes no fields (e.g. "health",
+ * "metrics", "reload") and return the whole reply map as JSON text
+ * ({"id": N, "ok": true, ...}), freed with kc_free.  Returns 0 or the
+ * agent's error code (its message via kc_client_last_error).
+ */
+KC_API KC_MUST_USE int kc_call_json(struct kc_client *c, const char *op,
+                                    char **json);
+
+/*
  * kc_free - wipe and free a buffer returned by this library (the library
  * records each buffer's size, so none is passed).  NULL is a no-op.
  */

@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -517,22 +518,15 @@ print_stats_table(const json_t *root)
            (long long)counter(agent, "requests"));
 }
 
+/* One stats fetch, printed as JSON or as the table. */
 static int
-cmd_stats(struct ctl *g, int argc, char **argv)
+stats_once(struct ctl *g, struct kc_client *c, int as_json)
 {
-    struct kc_client *c = NULL;
     json_t *root = NULL;
     json_error_t jerr;
     char *json = NULL;
-    int as_json = 0, r;
+    int r;
 
-    if ((r = parse_simple(g, find_command("stats"), argc, argv, &as_json, 0,
-                          NULL)) != -1) {
-        return r;
-    }
-    if ((r = client_open(g, &c)) != 0) {
-        goto out;
-    }
     if ((r = kc_stats_json(c, &json)) != 0) {
         r = fail_kc(g, c, r);
         goto out;
@@ -551,6 +545,73 @@ cmd_stats(struct ctl *g, int argc, char **argv)
 out:
     json_decref(root);
     kc_free(json);
+    return r;
+}
+
+/*
+ * stats [--json] [--watch [--interval S]]: with --watch the table is
+ * redrawn in place every S seconds (default 2) until interrupted.
+ */
+static int
+cmd_stats(struct ctl *g, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"watch", no_argument, NULL, 'w'},
+        {"interval", required_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct kc_client *c = NULL;
+    int as_json = 0, watch = 0, interval = 2, ch, r;
+    char *end;
+    long v;
+
+    optind = 0;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "jwi:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'j':
+            as_json = 1;
+            break;
+        case 'w':
+            watch = 1;
+            break;
+        case 'i':
+            v = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || v < 1 || v > 3600) {
+                return usage_error(g, "--interval must be 1..3600 seconds");
+            }
+            interval = (int)v;
+            break;
+        case 'h':
+            print_help(find_command("stats"));
+            return 0;
+        default:
+            return usage_error(g, "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc != optind) {
+        return usage_error(g, "expected no arguments");
+    }
+    if ((r = client_open(g, &c)) != 0) {
+        return r;
+    }
+    if (!watch) {
+        r = stats_once(g, c, as_json);
+        kc_client_free(c);
+        return r;
+    }
+    for (;;) {
+        if (!as_json) {
+            printf("\033[H\033[2J"); /* home and clear: redraw in place */
+        }
+        if ((r = stats_once(g, c, as_json)) != 0) {
+            break;
+        }
+        fflush(stdout);
+        sleep((unsigned int)interval);
+    }
     kc_client_free(c);
     return r;
 }
@@ -594,20 +655,49 @@ cmd_ping(struct ctl *g, int argc, char **argv)
 }
 
 /*
- * health: connect (hello), ping, and fetch stats; healthy when all three
- * work.  Prints one line either way so it reads well in probe logs.
+ * health [--live | --ready] [--json]: ask the agent's health op, which
+ * any peer that can reach the socket may use.  --live: exit 0 when the
+ * agent answers (its loop turns); --ready: exit 0 only once its pre-warm
+ * keys are fetched; no flag: as --live, printing readiness too.
  */
 static int
 cmd_health(struct ctl *g, int argc, char **argv)
 {
+    static const struct option longopts[] = {
+        {"live", no_argument, NULL, 'l'},
+        {"ready", no_argument, NULL, 'r'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
     struct kc_client *c = NULL;
     json_t *root = NULL;
     char *json = NULL;
-    int r;
+    int want_ready = 0, as_json = 0, ch, r;
+    bool ready;
 
-    if ((r = parse_simple(g, find_command("health"), argc, argv, NULL, 0,
-                          NULL)) != -1) {
-        return r;
+    optind = 0;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "lrjh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'l':
+            want_ready = 0;
+            break;
+        case 'r':
+            want_ready = 1;
+            break;
+        case 'j':
+            as_json = 1;
+            break;
+        case 'h':
+            print_help(find_command("health"));
+            return 0;
+        default:
+            return usage_error(g, "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc != optind) {
+        return usage_error(g, "expected no arguments");
     }
     if (g->timeout_ms == 0) {
         g->timeout_ms = PROBE_TIMEOUT_MS;
@@ -615,16 +705,90 @@ cmd_health(struct ctl *g, int argc, char **argv)
     if ((r = client_open(g, &c)) != 0) {
         goto out;
     }
-    if ((r = kc_ping(c)) != 0 || (r = kc_stats_json(c, &json)) != 0) {
+    if ((r = kc_call_json(c, "health", &json)) != 0) {
         r = fail_kc(g, c, r);
         goto out;
     }
     root = json_loads(json, 0, NULL);
-    printf("healthy: %s at %s, %zu key alias%s, %lld cache entries\n",
-           kc_client_agent(c), kc_client_socket_path(c),
-           json_object_size(json_object_get(root, "keys")),
-           json_object_size(json_object_get(root, "keys")) == 1 ? "" : "es",
-           (long long)counter(json_object_get(root, "cache"), "entries"));
+    ready = json_is_true(json_object_get(root, "ready"));
+    if (as_json) {
+        printf("%s\n", json);
+    } else {
+        printf("%s: %s at %s, %s (%lld pre-warm keys pending)\n",
+               want_ready && !ready ? "not ready" : "healthy",
+               kc_client_agent(c), kc_client_socket_path(c),
+               ready ? "ready" : "warming up",
+               (long long)counter(root, "warmup_pending"));
+    }
+    r = want_ready && !ready ? EXIT_FAILURE : 0;
+out:
+    json_decref(root);
+    kc_free(json);
+    kc_client_free(c);
+    return r;
+}
+
+/* metrics: the Prometheus text exposition, as the agent renders it. */
+static int
+cmd_metrics(struct ctl *g, int argc, char **argv)
+{
+    struct kc_client *c = NULL;
+    json_t *root = NULL;
+    const json_t *text;
+    char *json = NULL;
+    int r;
+
+    if ((r = parse_simple(g, find_command("metrics"), argc, argv, NULL, 0,
+                          NULL)) != -1) {
+        return r;
+    }
+    if ((r = client_open(g, &c)) != 0) {
+        goto out;
+    }
+    if ((r = kc_call_json(c, "metrics", &json)) != 0) {
+        r = fail_kc(g, c, r);
+        goto out;
+    }
+    root = json_loads(json, 0, NULL);
+    text = json_object_get(root, "text");
+    if (!json_is_string(text)) {
+        r = fail(g, "agent reply lacks the metrics text");
+        goto out;
+    }
+    fputs(json_string_value(text), stdout);
+    r = 0;
+out:
+    json_decref(root);
+    kc_free(json);
+    kc_client_free(c);
+    return r;
+}
+
+/* reload: re-read and validate the agent's config, as SIGHUP does. */
+static int
+cmd_reload(struct ctl *g, int argc, char **argv)
+{
+    struct kc_client *c = NULL;
+    json_t *root = NULL;
+    char *json = NULL;
+    int r;
+
+    if ((r = parse_simple(g, find_command("reload"), argc, argv, NULL, 0,
+                          NULL)) != -1) {
+        return r;
+    }
+    if ((r = client_open(g, &c)) != 0) {
+        goto out;
+    }
+    if ((r = kc_call_json(c, "reload", &json)) != 0) {
+        r = fail_kc(g, c, r);
+        goto out;
+    }
+    root = json_loads(json, 0, NULL);
+    printf("%s\n", json_is_true(json_object_get(root, "applied"))
+                       ? "reloaded: new config applied"
+                       : "reload validated: applies once provider calls "
+                         "in flight land");
     r = 0;
 out:
     json_decref(root);
@@ -678,19 +842,32 @@ static const struct command commands[] = {
     {"stats", cmd_stats,
      "Show the agent's counters: one row per key alias, then cache and\n"
      "agent totals.\n\n"
-     "  --json    print the agent's stats object as one line of JSON:\n"
-     "            {\"keys\": {ALIAS: {...}}, \"cache\": {...}, "
-     "\"agent\": {...}}",
-     "stats [--json]"},
+     "  --json          print the agent's stats object as one line of JSON:\n"
+     "                  {\"keys\": {ALIAS: {...}}, \"cache\": {...}, "
+     "\"agent\": {...}}\n"
+     "  --watch         redraw every few seconds until interrupted\n"
+     "  --interval S    seconds between redraws (default 2)",
+     "stats [--json] [--watch [--interval S]]"},
+    {"metrics", cmd_metrics,
+     "Print the agent's metrics in the Prometheus text exposition format.",
+     "metrics"},
+    {"reload", cmd_reload,
+     "Re-read and fully validate the agent's config file, then apply it\n"
+     "without dropping connections (as SIGHUP does).  On a bad file the\n"
+     "running config stays and the reason is printed.",
+     "reload"},
     {"ping", cmd_ping,
      "Round trip to the agent.  Exit 0 when it answers, 1 otherwise.\n"
      "The timeout defaults to 5000 ms here.",
      "ping"},
     {"health", cmd_health,
-     "Check that the agent accepts a connection, answers ping and reports\n"
-     "stats.  Exit 0 when healthy, 1 otherwise (suits a liveness probe).\n"
+     "Ask the agent how it is.  Exit 0 when healthy, 1 otherwise.\n\n"
+     "  --live    healthy when the agent answers (liveness probe; default)\n"
+     "  --ready   healthy only once its pre-warm keys are fetched\n"
+     "            (readiness probe)\n"
+     "  --json    print the agent's reply as JSON\n"
      "The timeout defaults to 5000 ms here.",
-     "health"},
+     "health [--live | --ready] [--json]"},
     {"encrypt", cmd_encrypt,
      "Encrypt stdin under key ALIAS; the ciphertext (an AWS Encryption SDK\n"
      "message) goes to stdout.\n\n"

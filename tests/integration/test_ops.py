@@ -113,6 +113,71 @@ class HealthTest(unittest.TestCase):
         self.assertIn("prewarm", a.log())
 
 
+def ctl(sock, *args, timeout=20):
+    import subprocess
+    return subprocess.run([h.ctl_path(), "--socket", sock] + list(args),
+                          stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout)
+
+
+class CtlTest(unittest.TestCase):
+    def test_metrics_health_reload_watch(self):
+        say("keycachectl metrics / health --live --ready / reload / "
+            "stats --watch")
+        s = h.Setup({ALIAS: {}})
+        a = s.start()
+        try:
+            r = ctl(s.socket, "metrics")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            fams = {f.name for f in text_string_to_metric_families(
+                r.stdout.decode())}
+            self.assertIn("keycache_requests", fams)
+            for flag in ("--live", "--ready"):
+                r = ctl(s.socket, "health", flag)
+                self.assertEqual(r.returncode, 0, r.stderr)
+            r = ctl(s.socket, "reload")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(b"reloaded", r.stdout)
+            import subprocess
+            try:
+                subprocess.run([h.ctl_path(), "--socket", s.socket, "stats",
+                                "--watch", "--interval", "1"],
+                               stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=2.5)
+                self.fail("stats --watch returned")
+            except subprocess.TimeoutExpired as e:
+                out = e.stdout or b""
+                self.assertGreaterEqual(out.count(b"\033[2J"), 2)
+                self.assertIn(ALIAS.encode(), out)
+        finally:
+            a.stop()
+        r = ctl(s.socket, "health", "--live", timeout=20)
+        self.assertNotEqual(r.returncode, 0)
+
+    def test_not_ready_while_prewarm_fails(self):
+        say("a pre-warm key whose provider is unreachable keeps the agent "
+            "live but not ready")
+        s = h.Setup({ALIAS: {}, "remote": {
+            "provider": "aws-kms", "key_id": "arn:aws:kms:eu-west-1:"
+            "111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "region": "eu-west-1", "endpoint": "https://127.0.0.1:9",
+            "connect_timeout": 200, "request_timeout": 500,
+            "prewarm": "-"}})
+        env = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+               "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
+        a = s.start(env=env)
+        try:
+            time.sleep(1.0)
+            self.assertEqual(ctl(s.socket, "health", "--live").returncode, 0)
+            r = ctl(s.socket, "health", "--ready")
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn(b"not ready", r.stdout)
+            with h.Client(s.socket) as c:
+                c.encrypt(ALIAS, b"local keys still serve")
+        finally:
+            a.stop()
+
+
 class ReloadTest(unittest.TestCase):
     def test_sighup_adds_removes_and_keeps_connections(self):
         say("SIGHUP: new alias served, removed alias gone and its keys "
