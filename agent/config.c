@@ -197,6 +197,9 @@ agent_key(struct parse_state *st, const char *name, const char *v)
     if (strcmp(name, "socket_group") == 0) {
         return set_str(&cfg->socket_group, v);
     }
+    if (strcmp(name, "metrics_listen") == 0) {
+        return set_str(&cfg->metrics_listen, v);
+    }
     if (strcmp(name, "max_connections") == 0) {
         if (parse_u64(v, 1, 1000000, &n) != 0) {
             snprintf(st->err, sizeof(st->err),
@@ -635,6 +638,7 @@ config_free(struct agent_config *cfg)
     free(cfg->socket_path);
     free(cfg->allow_stats);
     free(cfg->socket_group);
+    free(cfg->metrics_listen);
     free(cfg);
 }
 

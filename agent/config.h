@@ -20,6 +20,8 @@
  *   idle_timeout = 300      ; seconds without a request before closing
  *   read_timeout = 10       ; seconds to finish a frame once begun
  *   socket_group = app      ; group owning the socket (default: ours)
+ *   metrics_listen = 127.0.0.1:9464 ; serve /metrics over HTTP on a
+ *                           ;  loopback address (default: off)
  *
  *   [key.users-email]       ; alias: letters, digits, '-', '_'
  *   provider = local
@@ -125,6 +127,7 @@ struct agent_config {
     uint64_t max_frame_length;
     char *allow_stats;     /* policy text, NULL = agent's own uid only */
     char *socket_group;    /* group owning the socket, or NULL */
+    char *metrics_listen;  /* "127.0.0.1:9464", or NULL: off */
     size_t max_connections;
     uint64_t idle_timeout_ms;  /* 0 = none */
     uint64_t read_timeout_ms;  /* to finish a frame once it has begun */

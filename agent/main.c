@@ -21,6 +21,7 @@
 #include "agent.h"
 #include "dispatch.h"
 #include "keymem.h"
+#include "metrics_http.h"
 #include "log.h"
 #include "reload.h"
 #include "server.h"
@@ -178,6 +179,11 @@ run(struct agent_config *cfg, const char *config_path,
         log_error("%s", err);
         goto out;
     }
+    if (metrics_http_start(&a, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        close(fd);
+        goto out;
+    }
     if (warmup_start(&a, on_ready) != 0) {
         log_error("cannot start pre-warm");
         close(fd);
@@ -190,6 +196,7 @@ run(struct agent_config *cfg, const char *config_path,
     }
     log_info("stopped; wiping cached keys");
 out:
+    metrics_http_stop();
     warmup_stop(&a);
     reload_discard(&a);
     dispatch_shutdown(&a);
