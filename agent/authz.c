@@ -179,7 +179,12 @@ authz_allows(const struct authz_policy *p, const struct authz_peer *peer)
         return false; /* credentials unknown: never trust */
     }
     if (p->is_default || p->n == 0) {
-        return peer->uid == geteuid();
+        static uid_t own = (uid_t)-1;
+
+        if (own == (uid_t)-1) {
+            own = geteuid(); /* fixed for the process: ask once */
+        }
+        return peer->uid == own;
     }
     for (i = 0; i < p->n; i++) {
         if (p->rules[i].is_gid ? peer_in_group(peer, p->rules[i].id)

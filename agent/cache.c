@@ -199,6 +199,7 @@ cache_entry_free(struct cache_entry *e)
     }
     keymem_free(e->dk); /* wipes */
     esdk_edk_list_clear(&e->edks);
+    esdk_tmpl_free(e->tmpl);
     sodium_memzero(e, sizeof(*e));
     free(e);
 }

@@ -43,6 +43,8 @@ struct cache_entry {
     uint8_t *dk;                /* keymem slot, dk_len bytes */
     size_t dk_len;
     struct esdk_edk_list edks;  /* encryption entries: header EDKs */
+    struct esdk_tmpl *tmpl;     /* encryption entries, suite 0x0478: the
+                                 * header serialized once (esdk.h) */
     uint64_t created_ms;
     uint64_t expires_ms;
     uint64_t messages;          /* messages encrypted with dk */

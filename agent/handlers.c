@@ -211,10 +211,11 @@ use_enc_entry(struct req *rq, struct cache_entry *e, size_t pt_len)
 }
 
 /*
- * The EDKs for one message.  The non-signing suite reuses the entry's
- * EDKs; a signing suite puts this message's public key in the context,
- * so the data key is wrapped again (by local keys, see keyring.c) with
- * that context, under the primary key and every also_wrap_with key.
+ * The EDKs for one message of a signing suite: its context carries this
+ * message's public key, so the data key is wrapped again (by local keys,
+ * see keyring.c) with that context, under the primary key and every
+ * also_wrap_with key.  (The non-signing suite uses the entry's header
+ * template instead.)
  */
 static int
 message_edks(struct req *rq, struct keyslot *slot, struct cache_entry *e,
@@ -225,9 +226,6 @@ message_edks(struct req *rq, struct keyslot *slot, struct cache_entry *e,
     size_t aad_len, i;
     int r;
 
-    if (slot->cfg->suite == ESDK_SUITE_AES256_HKDF_SHA512_COMMIT) {
-        return esdk_edk_list_copy(edks, &e->edks);
-    }
     esdk_enc_wrapping_aad(enc, &aad, &aad_len);
     for (i = 0; i <= slot->nextra; i++) {
         struct provider *p = i == 0 ? slot->provider
@@ -239,6 +237,43 @@ message_edks(struct req *rq, struct keyslot *slot, struct cache_entry *e,
             return r == PROVIDER_PENDING ? KC_EUNSUPPORTED : r;
         }
     }
+    return 0;
+}
+
+/*
+ * The non-signing suite: every message under e's data key shares its
+ * header but for the message ID, so the header parts are serialized once
+ * per entry (esdk_tmpl) and each message costs only the crypto.
+ */
+static int
+encrypt_with_tmpl(struct req *rq, struct cache_entry *e,
+                  const struct esdk_ec *ec, const uint8_t *pt,
+                  size_t pt_len, struct kc_buf *ct)
+{
+    const struct key_config *k = e->slot->cfg;
+    int r;
+
+    /* A reload that changes frame_len wipes the alias's entries
+     * (reload.c), so a template always matches its alias. */
+    if (e->tmpl != NULL && esdk_tmpl_frame_len(e->tmpl) != k->frame_len) {
+        return fail(rq, KC_EINVAL, "stale header template");
+    }
+    if (e->tmpl == NULL) {
+        if (e->edks.n == 0) {
+            return fail(rq, KC_EINVAL, "data key entry lost its EDKs");
+        }
+        if ((r = esdk_tmpl_new(k->suite, ec, &e->edks, k->frame_len,
+                               &e->tmpl)) != 0) {
+            return fail(rq, r, "cannot start message: %s", kc_strerror(r));
+        }
+        /* The template holds the EDKs serialized; keep one copy only. */
+        esdk_edk_list_clear(&e->edks);
+    }
+    if ((r = esdk_tmpl_encrypt(e->tmpl, e->dk, e->dk_len, pt, pt_len,
+                               ct)) != 0) {
+        return fail(rq, r, "encryption failed: %s", kc_strerror(r));
+    }
+    use_enc_entry(rq, e, pt_len);
     return 0;
 }
 
@@ -261,6 +296,10 @@ encrypt_message(struct req *rq, struct keyslot *slot, const struct esdk_ec *ec,
     }
     if ((r = flight_enc_entry(rq, slot, ec, ec_ser.data, ec_ser.len, pt_len,
                               &e)) != 0) {
+        goto out;
+    }
+    if (k->suite == ESDK_SUITE_AES256_HKDF_SHA512_COMMIT) {
+        r = encrypt_with_tmpl(rq, e, ec, pt, pt_len, ct);
         goto out;
     }
     if ((r = esdk_enc_new(k->suite, ec, &enc)) != 0) {

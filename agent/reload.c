@@ -38,7 +38,8 @@ key_unchanged(const struct key_config *o, const struct key_config *n)
            str_same(o->key_file, n->key_file) && str_same(o->ns, n->ns) &&
            str_same(o->name, n->name) && str_same(o->key_id, n->key_id) &&
            str_same(o->region, n->region) &&
-           str_same(o->endpoint, n->endpoint) && o->suite == n->suite;
+           str_same(o->endpoint, n->endpoint) && o->suite == n->suite &&
+           o->frame_len == n->frame_len;
 }
 
 struct remap {

@@ -82,6 +82,43 @@ class MetricsTest(unittest.TestCase):
             a.stop()
 
 
+class MetricsHttpTest(unittest.TestCase):
+    def test_loopback_listener(self):
+        say("metrics_listen: GET /metrics over HTTP on loopback; other "
+            "paths 404; a non-loopback address is refused at start")
+        import socket
+        import urllib.error
+        import urllib.request
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        s = h.Setup({ALIAS: {}},
+                    agent_opts={"metrics_listen": "127.0.0.1:%d" % port})
+        a = s.start()
+        try:
+            with h.Client(s.socket) as c:
+                c.encrypt(ALIAS, b"x")
+            url = "http://127.0.0.1:%d" % port
+            with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+                self.assertEqual(r.status, 200)
+                self.assertIn("version=0.0.4", r.headers["Content-Type"])
+                text = r.read().decode()
+            fams = {f.name: f for f in text_string_to_metric_families(text)}
+            self.assertEqual(sample(fams, "keycache_requests", key=ALIAS,
+                                    op="encrypt", result="ok"), 1)
+            with self.assertRaises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(url + "/other", timeout=10)
+            self.assertEqual(e.exception.code, 404)
+        finally:
+            a.stop()
+        s = h.Setup({ALIAS: {}},
+                    agent_opts={"metrics_listen": "0.0.0.0:%d" % port})
+        a = s.agent()
+        a.spawn()
+        self.assertNotEqual(a.wait_exit(), 0)
+        self.assertIn("loopback", a.log())
+
+
 class HealthTest(unittest.TestCase):
     def test_ready_after_prewarm(self):
         say("health: live and ready; pre-warmed keys cost no request-path "
