@@ -174,6 +174,7 @@ run(struct agent_config *cfg, const char *config_path,
     }
     if ((fd = activated_socket()) >= 0) {
         log_info("using the socket passed by systemd");
+        socket_path = NULL; /* systemd owns the file: never unlink it */
     } else if (server_socket_open(socket_path, cfg->socket_mode, gid, &fd,
                                   err, sizeof(err)) != 0) {
         log_error("%s", err);

@@ -792,7 +792,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     a->shutting_down = true;
     evconnlistener_free(srv->lev); /* closes the listening socket */
     srv->lev = NULL;
-    if (unlink(srv->path) != 0 && errno != ENOENT) {
+    if (srv->path != NULL && unlink(srv->path) != 0 && errno != ENOENT) {
         log_warn("unlink %s: %s", srv->path, strerror(errno));
     }
     for (c = srv->conns; c != NULL; c = next) {
@@ -833,13 +833,21 @@ server_run(struct agent *a, int listen_fd, const char *path)
     memset(&srv, 0, sizeof(srv));
     srv.a = a;
     srv.path = path;
+    /* A socket from systemd may be blocking; libevent accepts in a loop
+     * until EAGAIN, which a blocking socket would never return. */
+    if (evutil_make_socket_nonblocking(listen_fd) != 0 ||
+        evutil_make_socket_closeonexec(listen_fd) != 0) {
+        log_error("cannot make the listening socket non-blocking");
+        close(listen_fd);
+        return KC_ESYS;
+    }
     srv.lev = evconnlistener_new(a->base, accept_cb, &srv,
                                  LEV_OPT_CLOSE_ON_FREE |
                                      LEV_OPT_CLOSE_ON_EXEC,
                                  0, listen_fd);
     if (srv.lev == NULL) {
         close(listen_fd);
-        log_error("cannot listen on %s", path);
+        log_error("cannot listen on %s", path != NULL ? path : "(systemd)");
         return KC_ESYS;
     }
     evconnlistener_set_error_cb(srv.lev, accept_error_cb);
@@ -856,7 +864,7 @@ server_run(struct agent *a, int listen_fd, const char *path)
         log_error("cannot set up signal handling");
         goto out;
     }
-    log_info("listening on %s", path);
+    log_info("listening on %s", path != NULL ? path : "the systemd socket");
     if (event_base_dispatch(a->base) == -1) {
         log_error("event loop failed");
         goto out;
@@ -868,7 +876,9 @@ out:
     }
     if (srv.lev != NULL) {
         evconnlistener_free(srv.lev);
-        unlink(path);
+        if (path != NULL) {
+            unlink(path);
+        }
     }
     if (srv.sig_term != NULL) {
         event_free(srv.sig_term);

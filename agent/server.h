@@ -29,7 +29,8 @@ KC_MUST_USE int server_socket_open(const char *path, mode_t mode, gid_t gid,
 
 /*
  * server_run - serve on listen_fd (takes ownership) until SIGTERM or
- * SIGINT; then stop accepting, finish what is in flight, unlink path.
+ * SIGINT; then stop accepting, finish what is in flight, unlink path
+ * (NULL: a socket passed by systemd, which owns its file).
  * Returns 0 after a clean stop, KC_ESYS if the loop could not start.
  */
 KC_MUST_USE int server_run(struct agent *a, int listen_fd, const char *path);

@@ -215,6 +215,49 @@ class CtlTest(unittest.TestCase):
             a.stop()
 
 
+class SystemdTest(unittest.TestCase):
+    def test_notify_and_socket_activation(self):
+        say("systemd: READY=1 on NOTIFY_SOCKET once ready; a socket passed "
+            "by socket activation is served")
+        import shutil
+        import socket
+        import subprocess
+        activate = shutil.which("systemd-socket-activate")
+        s = h.Setup({ALIAS: {"prewarm": "-"}})
+        notify = os.path.join(s.dir, "notify.sock")
+        ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ns.bind(notify)
+        ns.settimeout(20)
+        a = s.start(env={"NOTIFY_SOCKET": notify})
+        try:
+            msg = ns.recv(4096)
+            self.assertIn(b"READY=1", msg)
+        finally:
+            a.stop()
+            ns.close()
+        if activate is None:
+            say("systemd-socket-activate not installed: activation part "
+                "not run")
+            return
+        act = os.path.join(s.dir, "act.sock")
+        argv = [activate, "-l", act] + h.agent_wrapper() + [
+            h.agent_path(), "--config", s.config]
+        log = open(os.path.join(s.dir, "act.log"), "wb")
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=log)
+        try:
+            deadline = time.monotonic() + 20
+            while not os.path.exists(act) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            h.assert_serving(act)
+            with open(os.path.join(s.dir, "act.log"), "rb") as f:
+                self.assertIn(b"passed by systemd", f.read())
+        finally:
+            p.terminate()
+            p.wait(timeout=20)
+            log.close()
+
+
 class ReloadTest(unittest.TestCase):
     def test_sighup_adds_removes_and_keeps_connections(self):
         say("SIGHUP: new alias served, removed alias gone and its keys "

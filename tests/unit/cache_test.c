@@ -456,6 +456,13 @@ slow_complete(struct slow_provider *sp, int status)
     done(sp->arg, status, &pe);
 }
 
+/* The local provider's EDK test, for a slow stand-in of that key. */
+static bool
+local_like_matches(const struct provider *p, const struct esdk_edk *edk)
+{
+    return rawaes_edk_matches(p->key->ns, p->key->name, edk);
+}
+
 static struct slow_provider *
 install_slow(struct fixture *f, struct keyslot *s)
 {
@@ -695,6 +702,74 @@ test_grace_bridges_outage_and_ends_exactly(void **state)
     fixture_free(f);
 }
 
+/* A provider whose unwrap answers later (the test says how). */
+static provider_done_fn slow_unwrap_done;
+static void *slow_unwrap_arg;
+
+static int
+slow_unwrap(struct provider *p, const struct esdk_edk *edk,
+            const struct esdk_ec *ec, const uint8_t *ec_ser, size_t ec_len,
+            uint8_t *dk_out, size_t dk_len, struct provider_error *perr,
+            provider_done_fn done, void *arg)
+{
+    p->counters->provider_calls++;
+    slow_unwrap_done = done;
+    slow_unwrap_arg = arg;
+    return PROVIDER_PENDING;
+}
+
+static void
+test_decrypt_grace_bridges_outage(void **state)
+{
+    struct fixture *f = fixture_new("decrypt_ttl = 10\ndecrypt_grace = 5",
+                                    100);
+    struct keyslot *s = slot_of(f, "k");
+    static struct provider_ops ops;
+    struct slow_provider *sp;
+    struct kc_buf ct;
+
+    kc_buf_init(&ct, 0);
+    do_encrypt(f, "k", 16, &ct, 0); /* seeds the decryption entry */
+    sp = install_slow(f, s);
+    ops = *sp->base.ops;
+    ops.unwrap = slow_unwrap;
+    ops.edk_matches = local_like_matches; /* the local key's EDKs */
+    sp->base.ops = &ops;
+    fake_now += 10000; /* decryption entry expired; inside the grace */
+    {
+        struct kc_buf req, resp;
+        msgpack_packer pk;
+        int i;
+
+        for (i = 0; i < 3; i++) {
+            kc_buf_init(&req, 0);
+            kc_buf_init(&resp, 0);
+            proto_packer_init(&pk, &req);
+            msgpack_pack_map(&pk, 3);
+            proto_pack_cstr(&pk, "id");
+            msgpack_pack_uint64(&pk, 11);
+            proto_pack_cstr(&pk, "op");
+            proto_pack_cstr(&pk, "decrypt");
+            proto_pack_cstr(&pk, "ciphertext");
+            proto_pack_bin(&pk, ct.data, ct.len);
+            assert_int_equal(dispatch_request(&f->a, NULL, &f->peer,
+                                              req.data, req.len, &resp),
+                             DISPATCH_PENDING);
+            slow_unwrap_done(slow_unwrap_arg, KC_ETIMEOUT, NULL);
+            kc_buf_clear(&req);
+            kc_buf_clear(&resp);
+            if (i == 1) {
+                fake_now += 5000; /* grace over for the third try */
+            }
+        }
+    }
+    assert_int_equal(s->n.decrypt, 2);
+    assert_int_equal(s->m.grace_uses[METRICS_OP_DECRYPT], 2);
+    kc_buf_clear(&ct);
+    dispatch_shutdown(&f->a);
+    fixture_free(f);
+}
+
 int
 main(void)
 {
@@ -713,6 +788,7 @@ main(void)
         cmocka_unit_test(test_refresh_ahead_no_request_path_calls),
         cmocka_unit_test(test_refresh_ahead_keeps_caps_exact),
         cmocka_unit_test(test_grace_bridges_outage_and_ends_exactly),
+        cmocka_unit_test(test_decrypt_grace_bridges_outage),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
