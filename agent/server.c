@@ -405,18 +405,21 @@ conn_fail(struct conn *c, int code, const char *msg)
 }
 
 /*
- * Queue a reply.  When nothing is queued before it, write straight to
- * the socket first: most replies then leave at once, without a trip
- * through the output evbuffer and the write event it would arm.  Only
- * what the socket does not take is queued, so the order is kept.
+ * Queue a reply.  When nothing is queued before it and no other request
+ * is waiting to be read, write straight to the socket: a lone reply then
+ * leaves at once, without a trip through the output evbuffer and the
+ * write event it would arm.  Only what the socket does not take is
+ * queued, so the order is kept.
  */
 static int
-conn_send(struct conn *c, const uint8_t *p, size_t len)
+conn_send(struct conn *c, const uint8_t *p, size_t len, bool more)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     ssize_t n;
 
-    if (evbuffer_get_length(out) == 0) {
+    /* With more frames already waiting, queue instead: their replies
+     * then leave together in one writev when the loop comes round. */
+    if (!more && evbuffer_get_length(out) == 0) {
         n = send(bufferevent_getfd(c->bev), p, len,
                  MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
@@ -431,9 +434,25 @@ conn_send(struct conn *c, const uint8_t *p, size_t len)
     return 0;
 }
 
+/* Is another complete frame (of at most max bytes) waiting in in? */
+static bool
+conn_frame_waiting(struct evbuffer *in, size_t max)
+{
+    uint8_t hdr[PROTO_FRAME_HDR];
+    uint32_t len;
+
+    if (evbuffer_copyout(in, hdr, sizeof(hdr)) != (ev_ssize_t)sizeof(hdr)) {
+        return false;
+    }
+    len = kc_load_u32(hdr);
+    return len > 0 && len <= max &&
+           evbuffer_get_length(in) - PROTO_FRAME_HDR >= len;
+}
+
 /* Handle one complete frame of len body bytes at the head of in. */
 static int
-conn_handle_frame(struct conn *c, struct evbuffer *in, uint32_t len)
+conn_handle_frame(struct conn *c, struct evbuffer *in, uint32_t len,
+                  size_t max)
 {
     struct kc_buf body, out;
     int r;
@@ -458,7 +477,7 @@ conn_handle_frame(struct conn *c, struct evbuffer *in, uint32_t len)
     if (r != 0) {
         goto out;
     }
-    r = conn_send(c, out.data, out.len);
+    r = conn_send(c, out.data, out.len, conn_frame_waiting(in, max));
 out:
     kc_buf_clear(&body);
     kc_buf_clear(&out);
@@ -508,7 +527,7 @@ conn_read_cb(struct bufferevent *bev, void *arg)
         if (evbuffer_get_length(in) - PROTO_FRAME_HDR < len) {
             return; /* wait for the rest */
         }
-        if (conn_handle_frame(c, in, len) != 0) {
+        if (conn_handle_frame(c, in, len, max) != 0) {
             log_warn("connection from pid %ld: out of memory; closing",
                      (long)c->peer.pid);
             conn_free(c);
@@ -549,7 +568,7 @@ void
 server_conn_reply(struct conn *c, const uint8_t *frame, size_t len)
 {
     c->inflight--;
-    if (len > 0 && conn_send(c, frame, len) != 0) {
+    if (len > 0 && conn_send(c, frame, len, false) != 0) {
         log_warn("connection from pid %ld: cannot queue a reply; closing",
                  (long)c->peer.pid);
         conn_free(c);
