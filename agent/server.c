@@ -460,7 +460,10 @@ conn_handle_frame(struct conn *c, struct evbuffer *in, uint32_t len,
     kc_buf_init(&body, len);
     kc_buf_init(&out, 0);
     evbuffer_drain(in, PROTO_FRAME_HDR);
-    if ((r = kc_buf_reserve(&body, len)) != 0) {
+    /* A reply is rarely more than the request plus a message header:
+     * reserve that once rather than growing (copy and wipe) in steps. */
+    if ((r = kc_buf_reserve(&body, len)) != 0 ||
+        (r = kc_buf_reserve(&out, (size_t)len + 512)) != 0) {
         goto out;
     }
     if (evbuffer_remove(in, body.data, len) != (int)len) {
