@@ -14,10 +14,7 @@
  * connection; the next call reconnects.  Nothing is retried
  * automatically: a request that timed out may still have been served.
  *
- * TODO: only a blocking, one-request-at-a-time API exists.  The protocol
- * allows pipelining (replies are already matched by id here), but an
- * app that wants many requests in flight must open several clients; a
- * submit/poll API over one connection would remove that cost.
+ * Pipelined and batch calls over the same connection live in async.c.
  *
  * TODO: kc_decrypt returns only the plaintext; the agent's reply also
  * names the key alias and the message's full encryption context, which

@@ -319,7 +319,8 @@ read_back(struct pgdemo *d, int *rows, int *matched)
     }
     printf("\nAs read by the application (decrypted):\n");
     for (i = 0; i < PQntuples(res); i++) {
-        ok = check_row(d, atoi(PQgetvalue(res, i, 0)), PQgetvalue(res, i, 1),
+        ok = check_row(d, (int)strtol(PQgetvalue(res, i, 0), NULL, 10),
+                       PQgetvalue(res, i, 1),
                        PQgetvalue(res, i, 2));
         if (ok < 0) {
             r = -1;
