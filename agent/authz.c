@@ -117,9 +117,9 @@ authz_policy_parse(const char *text, struct authz_policy *p, char *err,
         p->is_default = true;
         return 0;
     }
-    for (const char *q = text; *q != '\0'; q++) {
-        cap += *q == ',';
-    }
+    /* Entries are split on commas and blanks alike: every entry takes
+     * at least one byte and one separator, so this bounds their count. */
+    cap = strlen(text) / 2 + 1;
     if ((p->rules = calloc(cap, sizeof(*p->rules))) == NULL) {
         return KC_ENOMEM;
     }

@@ -24,9 +24,9 @@ resolve_extras(struct keyring *kr, struct keyslot *s, char *err,
     if (p == NULL) {
         return 0;
     }
-    for (const char *q = p; *q != '\0'; q++) {
-        cap += *q == ',';
-    }
+    /* Entries are split on commas and blanks alike: every entry takes
+     * at least one byte and one separator, so this bounds their count. */
+    cap = strlen(p) / 2 + 1;
     if ((s->extra = calloc(cap, sizeof(*s->extra))) == NULL) {
         return KC_ENOMEM;
     }

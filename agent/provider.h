@@ -101,6 +101,14 @@ KC_MUST_USE int provider_new(const struct key_config *key,
 /* provider_free - wipe and free; NULL is a no-op. */
 void provider_free(struct provider *p);
 
+/*
+ * provider_same_key - true when a and b wrap with the same key: for local
+ * providers the master key bytes (so a key file rotated in place counts
+ * as a change), for KMS providers the provider, key id, region and
+ * endpoint.  Used by reload to decide which cached data keys survive.
+ */
+bool provider_same_key(const struct provider *a, const struct provider *b);
+
 /* The local provider: a 32-byte master key in a 0600 file. */
 KC_MUST_USE int provider_local_new(const struct key_config *key,
                                    struct provider **out, char *err,

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +108,36 @@ static const struct provider_ops local_ops = {
 };
 
 /*
+ * The key file's directory must not let others swap the file: refuse
+ * one writable by group or others without the sticky bit.
+ */
+static int
+check_key_dir(const char *path, char *err, size_t errlen)
+{
+    char *copy = strdup(path), *dir;
+    struct stat st;
+    int r = 0;
+
+    if (copy == NULL) {
+        return KC_ENOMEM;
+    }
+    dir = dirname(copy);
+    if (stat(dir, &st) != 0) {
+        snprintf(err, errlen, "key file directory %s: %s", dir,
+                 strerror(errno));
+        r = KC_EKEYFILE;
+    } else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 &&
+               (st.st_mode & S_ISVTX) == 0) {
+        snprintf(err, errlen, "key file directory %s is writable by group "
+                 "or others without the sticky bit: they could replace the "
+                 "key", dir);
+        r = KC_EKEYFILE;
+    }
+    free(copy);
+    return r;
+}
+
+/*
  * Read exactly MASTER_KEY_LEN bytes from path into out, refusing files
  * that others could read or replace: not a regular file, group/world
  * permission bits, or owned by another user (root excepted).
@@ -120,8 +151,16 @@ read_master_key(const char *path, uint8_t *out, char *err, size_t errlen)
     ssize_t n;
     int fd, r = KC_EKEYFILE;
 
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1) {
-        snprintf(err, errlen, "key file %s: %s", path, strerror(errno));
+    if ((r = check_key_dir(path, err, errlen)) != 0) {
+        return r;
+    }
+    r = KC_EKEYFILE; /* until every check below has passed */
+    /* O_NONBLOCK: a FIFO planted at the path must not block the agent
+     * before the regular-file check below refuses it. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd == -1) {
+        snprintf(err, errlen, "key file %s: %s%s", path, strerror(errno),
+                 errno == ELOOP ? " (symbolic links are refused)" : "");
         return KC_EKEYFILE;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -154,6 +193,11 @@ read_master_key(const char *path, uint8_t *out, char *err, size_t errlen)
         snprintf(err, errlen, "key file %s: must be exactly %d bytes", path,
                  MASTER_KEY_LEN);
         sodium_memzero(out, MASTER_KEY_LEN);
+        goto out;
+    }
+    if (sodium_is_zero(out, MASTER_KEY_LEN)) {
+        snprintf(err, errlen, "key file %s is all zero bytes: make a real "
+                 "key with keycachectl keygen", path);
         goto out;
     }
     r = 0;
@@ -253,6 +297,32 @@ provider_new(const struct key_config *key, struct key_counters *counters,
         (*out)->base = base;
     }
     return r;
+}
+
+static bool
+str_same(const char *a, const char *b)
+{
+    return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+bool
+provider_same_key(const struct provider *a, const struct provider *b)
+{
+    const struct key_config *ka = a->key, *kb = b->key;
+
+    if (a->ops != b->ops || !str_same(ka->provider, kb->provider)) {
+        return false;
+    }
+    if (a->ops == &local_ops) {
+        const struct provider_local *la = (const struct provider_local *)a;
+        const struct provider_local *lb = (const struct provider_local *)b;
+
+        return sodium_memcmp(la->master, lb->master, MASTER_KEY_LEN) == 0 &&
+               str_same(ka->ns, kb->ns) && str_same(ka->name, kb->name);
+    }
+    return str_same(ka->key_id, kb->key_id) &&
+           str_same(ka->region, kb->region) &&
+           str_same(ka->endpoint, kb->endpoint);
 }
 
 void

@@ -58,7 +58,8 @@ remap_visit(const struct cache_entry *ce, void *arg)
     const char *alias = e->slot->cfg->alias;
     struct keyslot *ns = keyring_find(m->nk, alias, strlen(alias));
 
-    if (ns != NULL && key_unchanged(e->slot->cfg, ns->cfg)) {
+    if (ns != NULL && key_unchanged(e->slot->cfg, ns->cfg) &&
+        provider_same_key(e->slot->provider, ns->provider)) {
         e->slot->entries--;
         ns->entries++;
         e->slot = ns;
@@ -138,6 +139,9 @@ warn_static(const struct agent_config *o, const struct agent_config *n)
     }
     if (o->max_frame != n->max_frame) {
         log_warn("reload: max_frame changed; it applies at restart");
+    }
+    if (!str_same(o->metrics_listen, n->metrics_listen)) {
+        log_warn("reload: metrics_listen changed; it applies at restart");
     }
 }
 

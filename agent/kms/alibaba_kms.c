@@ -11,6 +11,11 @@
  * reports, ciphertext = the CiphertextBlob string exactly as returned
  * (KMS treats it as opaque text).  EncryptionContext travels as a JSON
  * string with sorted keys, so encrypt and decrypt send identical text.
+ *
+ * Decrypt takes no KeyId, so the key binding is ours: an EDK must name
+ * the configured key (a key_id given as alias or ARN is resolved with
+ * one DescribeKey when first needed), and the Decrypt answer's KeyId
+ * must be the key the EDK names, else KC_EAUTH and the key is wiped.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +73,43 @@ ali_parse_error(json_t *root, struct provider_error *perr)
     }
 }
 
+/* Remember the key id KMS reported for key_id; the latest answer wins
+ * for a key named by alias (it may have been pointed elsewhere). */
+static void
+ali_learn(struct kms_client *k, const char *kid)
+{
+    if (strlen(kid) >= sizeof(k->resolved) ||
+        strcmp(kid, k->resolved) == 0 ||
+        (k->resolved[0] != '\0' && !k->by_alias)) {
+        return;
+    }
+    if (k->resolved[0] != '\0') {
+        log_info("key %s: KMS key %s is now %s (was %s)", k->p.key->alias,
+                 k->p.key->key_id, kid, k->resolved);
+    } else if (strcmp(kid, k->p.key->key_id) != 0) {
+        log_info("key %s: KMS key %s is %s", k->p.key->alias,
+                 k->p.key->key_id, kid);
+    }
+    kms_copy_str(k->resolved, sizeof(k->resolved), kid);
+}
+
+/* DescribeKey: {"KeyMetadata": {"KeyId": ..., "Arn": ..., ...}}. */
+static int
+ali_parse_describe(struct kms_client *k, struct kms_call *c, json_t *root)
+{
+    json_t *md = json_object_get(root, "KeyMetadata");
+    const char *kid = json_string_value(json_object_get(md, "KeyId"));
+
+    if (kid == NULL || *kid == '\0' || strlen(kid) >= sizeof(k->resolved) ||
+        strpbrk(kid, "/:") != NULL) {
+        snprintf(c->err.message, sizeof(c->err.message),
+                 "DescribeKey answer lacks KeyMetadata.KeyId");
+        return KC_EPROVIDER;
+    }
+    ali_learn(k, kid);
+    return 0;
+}
+
 static int
 ali_parse_ok(struct kms_client *k, struct kms_call *c, json_t *root)
 {
@@ -81,6 +123,9 @@ ali_parse_ok(struct kms_client *k, struct kms_call *c, json_t *root)
     if (rid != NULL) {
         kms_copy_str(c->err.request_id, sizeof(c->err.request_id), rid);
     }
+    if (c->op == KMS_OP_DESCRIBE) {
+        return ali_parse_describe(k, c, root);
+    }
     if (c->op != KMS_OP_ENCRYPT &&
         (pt == NULL || kms_b64_decode_exact(pt, c->dk_out, c->dk_len) != 0)) {
         snprintf(c->err.message, sizeof(c->err.message),
@@ -89,6 +134,18 @@ ali_parse_ok(struct kms_client *k, struct kms_call *c, json_t *root)
         goto out;
     }
     if (c->op == KMS_OP_DECRYPT) {
+        /* Decrypt takes no KeyId: KMS opens any blob we may use.  The
+         * key binding is this check, that the key which opened it is the
+         * one the EDK names (which edk_matches tied to key_id). */
+        if (c->expect_key != NULL &&
+            (kid == NULL || strcmp(kid, c->expect_key) != 0)) {
+            kms_copy_str(c->err.code, sizeof(c->err.code), "KeyMismatch");
+            snprintf(c->err.message, sizeof(c->err.message),
+                     "Decrypt answered for key %.100s, the EDK names %.100s",
+                     kid != NULL ? kid : "(none)", c->expect_key);
+            r = KC_EAUTH;
+            goto out;
+        }
         r = 0;
         goto out;
     }
@@ -102,13 +159,7 @@ ali_parse_ok(struct kms_client *k, struct kms_call *c, json_t *root)
                                blob, strlen(blob))) != 0) {
         goto out;
     }
-    if (k->resolved[0] == '\0' && strlen(kid) < sizeof(k->resolved)) {
-        kms_copy_str(k->resolved, sizeof(k->resolved), kid);
-        if (strcmp(kid, k->p.key->key_id) != 0) {
-            log_info("key %s: KMS key %s is %s", k->p.key->alias,
-                     k->p.key->key_id, kid);
-        }
-    }
+    ali_learn(k, kid);
 out:
     if (r != 0 && c->op != KMS_OP_ENCRYPT) {
         kc_wipe(c->dk_out, c->dk_len);
@@ -127,6 +178,7 @@ business_params(const struct kms_call *c, const char *ec_json,
         kv[n++] = (struct kms_kv){"CiphertextBlob",
                                   (const char *)c->blob.data};
     } else {
+        /* GenerateDataKey, Encrypt, DescribeKey */
         kv[n++] = (struct kms_kv){"KeyId", c->key_id};
     }
     if (c->op == KMS_OP_GENERATE) {
@@ -305,10 +357,26 @@ ali_wrap(struct provider *p, const struct esdk_ec *ec, const uint8_t *ec_ser,
 }
 
 /*
+ * key_id names one key when it is a bare key id (what KMS reports in
+ * KeyId, and so in our EDKs); anything else (alias/NAME, an alias or key
+ * ARN) is resolved to it with DescribeKey.
+ */
+static bool
+ali_key_id_needs_resolving(const char *key_id)
+{
+    return strpbrk(key_id, "/:") != NULL;
+}
+
+/*
  * Ours when provider id is alibaba-kms and the key id is the configured
- * one or the id KMS reported for it.
- * TODO: with an alias as key_id, EDKs are recognised only after this
- * agent has generated or wrapped once (DescribeKey at start would fix).
+ * one or the id KMS reported for it.  With an alias (or ARN) as key_id
+ * and that id not known yet (no GenerateDataKey/Encrypt answer and no
+ * DescribeKey so far), every alibaba-kms EDK is taken: unwrap resolves
+ * the alias first and refuses (KC_EAUTH, no Decrypt sent) an EDK of
+ * another key.
+ * TODO: the learnt id is refreshed only by later GenerateDataKey/Encrypt
+ * answers; an agent that only reads keeps the old key after the alias
+ * is pointed elsewhere, until it restarts.
  */
 static bool
 ali_edk_matches(const struct provider *p, const struct esdk_edk *edk)
@@ -321,10 +389,59 @@ ali_edk_matches(const struct provider *p, const struct esdk_edk *edk)
             0) {
         return false;
     }
-    return (n == strlen(p->key->key_id) &&
-            memcmp(edk->provider_info, p->key->key_id, n) == 0) ||
-           (k->resolved[0] != '\0' && n == strlen(k->resolved) &&
-            memcmp(edk->provider_info, k->resolved, n) == 0);
+    if (k->resolved[0] != '\0' && n == strlen(k->resolved) &&
+        memcmp(edk->provider_info, k->resolved, n) == 0) {
+        return true;
+    }
+    if (k->by_alias) {
+        /* Unknown yet: decided in ali_unwrap, after DescribeKey. */
+        return k->resolved[0] == '\0';
+    }
+    return n == strlen(p->key->key_id) &&
+           memcmp(edk->provider_info, p->key->key_id, n) == 0;
+}
+
+/* DescribeKey finished: send the parked Decrypts that are ours. */
+static void
+ali_resolved(void *arg, int status, const struct provider_error *perr)
+{
+    struct kms_client *k = arg;
+
+    k->resolving = false;
+    if (status == 0 && k->resolved[0] != '\0') {
+        kms_call_release(k, k->resolved, 0, NULL);
+        return;
+    }
+    log_warn("key %s: cannot resolve KMS key %s: %s%s%s", k->p.key->alias,
+             k->p.key->key_id, kc_errname(status),
+             perr != NULL && perr->code[0] ? " " : "",
+             perr != NULL ? perr->code : "");
+    kms_call_release(k, NULL, status != 0 ? status : KC_EPROVIDER, perr);
+}
+
+/* Start DescribeKey for key_id unless one is in the air.  0 or KC_E*. */
+static int
+ali_resolve(struct kms_client *k)
+{
+    struct kms_call_args a;
+    struct esdk_ec none;
+    int r;
+
+    if (k->resolving) {
+        return 0;
+    }
+    esdk_ec_init(&none);
+    memset(&a, 0, sizeof(a));
+    a.op = KMS_OP_DESCRIBE;
+    a.key_id = k->p.key->key_id;
+    a.ec = &none;
+    memset(&k->resolve_err, 0, sizeof(k->resolve_err));
+    r = kms_call_start_ex(k, &a, &k->resolve_err, ali_resolved, k);
+    if (r == PROVIDER_PENDING) {
+        k->resolving = true;
+        return 0;
+    }
+    return r;
 }
 
 static int
@@ -333,24 +450,53 @@ ali_unwrap(struct provider *p, const struct esdk_edk *edk,
            uint8_t *dk_out, size_t dk_len, struct provider_error *perr,
            provider_done_fn done, void *arg)
 {
-    /* The blob is text; the call keeps a NUL-terminated copy. */
-    struct kc_buf b;
+    struct kms_client *k = (struct kms_client *)p;
+    struct kms_call_args a;
+    /* The blob and the key id are text; the call keeps C strings. */
+    struct kc_buf b, kid;
     int r;
 
-    kc_buf_init(&b, 0);
     if (edk->ciphertext_len == 0 ||
-        memchr(edk->ciphertext, 0, edk->ciphertext_len) != NULL) {
+        memchr(edk->ciphertext, 0, edk->ciphertext_len) != NULL ||
+        edk->provider_info_len == 0 ||
+        memchr(edk->provider_info, 0, edk->provider_info_len) != NULL) {
         return KC_EFORMAT;
     }
+    kc_buf_init(&b, 0);
+    kc_buf_init(&kid, 0);
     if ((r = kc_buf_put(&b, edk->ciphertext, edk->ciphertext_len)) != 0 ||
-        (r = kc_buf_put_u8(&b, 0)) != 0) {
-        kc_buf_clear(&b);
-        return r;
+        (r = kc_buf_put_u8(&b, 0)) != 0 ||
+        (r = kc_buf_put(&kid, edk->provider_info,
+                        edk->provider_info_len)) != 0 ||
+        (r = kc_buf_put_u8(&kid, 0)) != 0) {
+        goto out;
     }
-    r = kms_call_start((struct kms_client *)p, KMS_OP_DECRYPT, NULL, ec,
-                       b.data, b.len, NULL, dk_out, dk_len, NULL, perr, done,
-                       arg);
+    memset(&a, 0, sizeof(a));
+    a.op = KMS_OP_DECRYPT;
+    a.expect_key = (const char *)kid.data;
+    a.ec = ec;
+    a.blob = b.data;
+    a.blob_len = b.len;
+    a.dk_out = dk_out;
+    a.dk_len = dk_len;
+    if (k->by_alias && k->resolved[0] == '\0') {
+        /* Which key is the alias?  Park the Decrypt until DescribeKey
+         * says; started first so a failure here leaves nothing parked. */
+        if ((r = ali_resolve(k)) != 0) {
+            if (perr != NULL) {
+                *perr = k->resolve_err;
+            }
+            goto out;
+        }
+        a.park = true;
+    } else if (!ali_edk_matches(p, edk)) {
+        r = KC_EAUTH; /* not ours: never ask KMS to open it */
+        goto out;
+    }
+    r = kms_call_start_ex(k, &a, perr, done, arg);
+out:
     kc_buf_clear(&b);
+    kc_buf_clear(&kid);
     return r;
 }
 
@@ -388,6 +534,7 @@ alibaba_kms_new(const struct key_config *key, struct key_counters *counters,
                              errlen)) != 0) {
         goto fail;
     }
+    k->by_alias = ali_key_id_needs_resolving(key->key_id);
     if ((r = kms_creds_load_alibaba(key, &k->creds, err, errlen)) != 0) {
         char why[200];
 
@@ -395,9 +542,11 @@ alibaba_kms_new(const struct key_config *key, struct key_counters *counters,
         snprintf(err, errlen, "[key.%s] alibaba-kms: %s", key->alias, why);
         goto fail;
     }
-    log_info("key %s: alibaba-kms key %s via %s (signature %s), "
-             "credentials from %s", key->alias, key->key_id, k->url,
-             key->signature, k->creds.source);
+    log_info("key %s: alibaba-kms key %s%s via %s (signature %s), "
+             "credentials from %s", key->alias, key->key_id,
+             k->by_alias ? " (resolved with DescribeKey when first needed)"
+                         : "",
+             k->url, key->signature, k->creds.source);
     *out = &k->p;
     return 0;
 fail:

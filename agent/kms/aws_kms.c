@@ -61,17 +61,27 @@ aws_parse_error(json_t *root, struct provider_error *perr)
     kms_copy_str(perr->message, sizeof(perr->message), msg);
 }
 
-/* Remember the ARN KMS resolved key_id to, so EDKs naming it match. */
+/*
+ * Remember the ARN KMS resolved key_id to, so EDKs naming it match.  For
+ * a key named by alias the latest answer wins: the alias may have been
+ * pointed at another key since.
+ */
 static void
 learn_arn(struct kms_client *k, const char *arn)
 {
-    if (k->resolved[0] == '\0' && strlen(arn) < sizeof(k->resolved)) {
-        kms_copy_str(k->resolved, sizeof(k->resolved), arn);
-        if (strcmp(arn, k->p.key->key_id) != 0) {
-            log_info("key %s: KMS key %s is %s", k->p.key->alias,
-                     k->p.key->key_id, arn);
-        }
+    if (strlen(arn) >= sizeof(k->resolved) ||
+        strcmp(arn, k->resolved) == 0 ||
+        (k->resolved[0] != '\0' && !k->by_alias)) {
+        return;
     }
+    if (k->resolved[0] != '\0') {
+        log_info("key %s: KMS key %s is now %s (was %s)", k->p.key->alias,
+                 k->p.key->key_id, arn, k->resolved);
+    } else if (strcmp(arn, k->p.key->key_id) != 0) {
+        log_info("key %s: KMS key %s is %s", k->p.key->alias,
+                 k->p.key->key_id, arn);
+    }
+    kms_copy_str(k->resolved, sizeof(k->resolved), arn);
 }
 
 static int
@@ -93,6 +103,20 @@ aws_parse_ok(struct kms_client *k, struct kms_call *c, json_t *root)
         goto out;
     }
     if (c->op == KMS_OP_DECRYPT) {
+        /* KMS enforced the KeyId we sent; the answer must also name
+         * the key the EDK names, or the EDK's label lies. */
+        if (arn != NULL && c->expect_key != NULL &&
+            strcmp(arn, c->expect_key) != 0) {
+            kms_copy_str(c->err.code, sizeof(c->err.code), "KeyMismatch");
+            snprintf(c->err.message, sizeof(c->err.message),
+                     "Decrypt answered for key %.100s, the EDK names %.100s",
+                     arn, c->expect_key);
+            r = KC_EAUTH;
+            goto out;
+        }
+        if (k->by_alias && arn != NULL && *arn != '\0') {
+            learn_arn(k, arn); /* the KeyId we sent was key_id */
+        }
         r = 0;
         goto out;
     }
@@ -263,19 +287,128 @@ arn_key_id(const char *arn, size_t len)
     return p + 1;
 }
 
+/* The parts of "arn:<partition>:kms:<region>:<account>:<resource>". */
+struct kms_arn {
+    const char *f[5]; /* partition, service, region, account, resource */
+    size_t n[5];
+};
+
+enum { ARN_PARTITION, ARN_SERVICE, ARN_REGION, ARN_ACCOUNT, ARN_RESOURCE };
+
+/* Split a KMS ARN (not NUL-terminated); false when s is not one. */
+static bool
+parse_kms_arn(const char *s, size_t len, struct kms_arn *a)
+{
+    const char *end = s + len, *q;
+    int i;
+
+    if (len < 4 || memcmp(s, "arn:", 4) != 0) {
+        return false;
+    }
+    s += 4;
+    for (i = 0; i < 4; i++) {
+        if ((q = memchr(s, ':', (size_t)(end - s))) == NULL) {
+            return false;
+        }
+        a->f[i] = s;
+        a->n[i] = (size_t)(q - s);
+        s = q + 1;
+    }
+    a->f[ARN_RESOURCE] = s;
+    a->n[ARN_RESOURCE] = (size_t)(end - s);
+    return a->n[ARN_PARTITION] > 0 && a->n[ARN_SERVICE] == 3 &&
+           memcmp(a->f[ARN_SERVICE], "kms", 3) == 0 &&
+           a->n[ARN_REGION] > 0 && a->n[ARN_ACCOUNT] > 0 &&
+           a->n[ARN_RESOURCE] > 0 &&
+           memchr(a->f[ARN_RESOURCE], ':', a->n[ARN_RESOURCE]) == NULL &&
+           memchr(a->f[ARN_RESOURCE], '\0', a->n[ARN_RESOURCE]) == NULL;
+}
+
+static bool
+arn_field_is(const struct kms_arn *a, int i, const char *v, size_t n)
+{
+    return a->n[i] == n && memcmp(a->f[i], v, n) == 0;
+}
+
+/* Resource "<prefix><something>" with nothing after a further '/'. */
+static bool
+arn_resource_is(const struct kms_arn *a, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+
+    return a->n[ARN_RESOURCE] > pl &&
+           memcmp(a->f[ARN_RESOURCE], prefix, pl) == 0 &&
+           (strcmp(prefix, "alias/") == 0 ||
+            memchr(a->f[ARN_RESOURCE] + pl, '/',
+                   a->n[ARN_RESOURCE] - pl) == NULL);
+}
+
+/*
+ * key_id names one key when it is a key ARN or a bare key id; anything
+ * else ("alias/NAME", an alias ARN) is resolved by KMS at each call.
+ */
+static bool
+key_id_is_alias(const char *key_id)
+{
+    struct kms_arn a;
+
+    if (parse_kms_arn(key_id, strlen(key_id), &a)) {
+        return !arn_resource_is(&a, "key/");
+    }
+    return strchr(key_id, '/') != NULL || strchr(key_id, ':') != NULL;
+}
+
+/*
+ * With key_id an alias: could info (an EDK's key ARN) be the key the
+ * alias points at?  A key ARN in the configured region and, when the
+ * alias is given as an ARN, in its partition, region and account.
+ */
+static bool
+alias_may_cover(const struct provider *p, const char *info, size_t n)
+{
+    const char *want = p->key->key_id;
+    struct kms_arn e, w;
+
+    if (!parse_kms_arn(info, n, &e) || !arn_resource_is(&e, "key/") ||
+        !arn_field_is(&e, ARN_REGION, p->key->region,
+                      strlen(p->key->region))) {
+        return false;
+    }
+    if (!parse_kms_arn(want, strlen(want), &w)) {
+        return true; /* "alias/NAME": this region, any account we reach */
+    }
+    return arn_field_is(&e, ARN_PARTITION, w.f[ARN_PARTITION],
+                        w.n[ARN_PARTITION]) &&
+           arn_field_is(&e, ARN_REGION, w.f[ARN_REGION], w.n[ARN_REGION]) &&
+           arn_field_is(&e, ARN_ACCOUNT, w.f[ARN_ACCOUNT],
+                        w.n[ARN_ACCOUNT]);
+}
+
 /*
  * An EDK is ours when it is an aws-kms EDK whose ARN is the configured
- * key ARN, the ARN KMS reported for the configured id/alias, or ends in
- * the configured bare key id.
- * TODO: with an alias as key_id, EDKs written before this agent first
- * generated a key are not recognised (the alias is resolved only by
- * GenerateDataKey/Encrypt answers); DescribeKey at start would fix it.
+ * key ARN, the ARN KMS reported for the configured id, or ends in the
+ * configured bare key id.
+ *
+ * With an alias as key_id (see key_id_is_alias): before KMS has told
+ * this agent which key the alias points at, any key ARN the alias could
+ * cover (alias_may_cover) is taken, and unwrap sends KeyId = the alias,
+ * so KMS itself refuses (IncorrectKeyException -> KC_EAUTH, not retried)
+ * a blob made under another key; this is what lets a freshly started
+ * agent read what was written before.  Once a GenerateDataKey, Encrypt
+ * or Decrypt answer has named the alias's key, only that ARN matches, so
+ * EDKs of other keys cost no KMS call.
+ * TODO: that learnt ARN is refreshed only by later answers for this
+ * alias; an agent that only reads keeps the old key after the alias is
+ * pointed elsewhere until it restarts (KMS would refuse the old key's
+ * blobs under the alias anyway; the new key's EDKs are not recognised).
+ * DescribeKey on a timer would fix it, at the cost of kms:DescribeKey.
  */
 static bool
 aws_edk_matches(const struct provider *p, const struct esdk_edk *edk)
 {
     const struct kms_client *k = (const struct kms_client *)p;
     const char *want = p->key->key_id, *id;
+    const char *info = (const char *)edk->provider_info;
     size_t n = edk->provider_info_len;
 
     if (edk->provider_id_len != strlen(AWS_PROVIDER_ID) ||
@@ -283,15 +416,18 @@ aws_edk_matches(const struct provider *p, const struct esdk_edk *edk)
             0) {
         return false;
     }
-    if ((n == strlen(want) && memcmp(edk->provider_info, want, n) == 0) ||
-        (k->resolved[0] != '\0' && n == strlen(k->resolved) &&
-         memcmp(edk->provider_info, k->resolved, n) == 0)) {
+    if (k->resolved[0] != '\0' && n == strlen(k->resolved) &&
+        memcmp(info, k->resolved, n) == 0) {
         return true;
     }
-    id = arn_key_id((const char *)edk->provider_info, n);
-    return id != NULL &&
-           (size_t)((const char *)edk->provider_info + n - id) ==
-               strlen(want) &&
+    if (k->by_alias) {
+        return k->resolved[0] == '\0' && alias_may_cover(p, info, n);
+    }
+    if (n == strlen(want) && memcmp(info, want, n) == 0) {
+        return true;
+    }
+    id = arn_key_id(info, n);
+    return id != NULL && (size_t)(info + n - id) == strlen(want) &&
            memcmp(id, want, strlen(want)) == 0;
 }
 
@@ -301,17 +437,28 @@ aws_unwrap(struct provider *p, const struct esdk_edk *edk,
            uint8_t *dk_out, size_t dk_len, struct provider_error *perr,
            provider_done_fn done, void *arg)
 {
+    const struct kms_client *k = (const struct kms_client *)p;
+    struct kms_call_args a;
     char arn[2048];
 
-    /* Pin the key: KMS must refuse a blob made under another key. */
-    if (edk->provider_info_len >= sizeof(arn)) {
+    /* Pin the key: KMS must refuse a blob made under another key.  With
+     * an alias, the alias itself is the pin (see aws_edk_matches). */
+    if (edk->provider_info_len >= sizeof(arn) ||
+        memchr(edk->provider_info, 0, edk->provider_info_len) != NULL) {
         return KC_EFORMAT;
     }
     memcpy(arn, edk->provider_info, edk->provider_info_len);
     arn[edk->provider_info_len] = '\0';
-    return kms_call_start((struct kms_client *)p, KMS_OP_DECRYPT, arn, ec,
-                          edk->ciphertext, edk->ciphertext_len, NULL, dk_out,
-                          dk_len, NULL, perr, done, arg);
+    memset(&a, 0, sizeof(a));
+    a.op = KMS_OP_DECRYPT;
+    a.key_id = k->by_alias ? p->key->key_id : arn;
+    a.expect_key = arn;
+    a.ec = ec;
+    a.blob = edk->ciphertext;
+    a.blob_len = edk->ciphertext_len;
+    a.dk_out = dk_out;
+    a.dk_len = dk_len;
+    return kms_call_start_ex((struct kms_client *)p, &a, perr, done, arg);
 }
 
 static void
@@ -348,6 +495,7 @@ aws_kms_new(const struct key_config *key, struct key_counters *counters,
                              errlen)) != 0) {
         goto fail;
     }
+    k->by_alias = key_id_is_alias(key->key_id);
     if ((r = kms_creds_load_aws(key, &k->creds, err, errlen)) != 0) {
         char why[200];
 
@@ -355,8 +503,10 @@ aws_kms_new(const struct key_config *key, struct key_counters *counters,
         snprintf(err, errlen, "[key.%s] aws-kms: %s", key->alias, why);
         goto fail;
     }
-    log_info("key %s: aws-kms key %s via %s, credentials from %s",
-             key->alias, key->key_id, k->url, k->creds.source);
+    log_info("key %s: aws-kms key %s%s via %s, credentials from %s",
+             key->alias, key->key_id,
+             k->by_alias ? " (an alias: Decrypt is pinned to it)" : "",
+             k->url, k->creds.source);
     *out = &k->p;
     return 0;
 fail:

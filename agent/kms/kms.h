@@ -70,6 +70,7 @@ enum kms_op {
     KMS_OP_GENERATE,
     KMS_OP_ENCRYPT,
     KMS_OP_DECRYPT,
+    KMS_OP_DESCRIBE, /* DescribeKey: resolve key_id (alibaba) */
 };
 
 struct kms_client;
@@ -100,8 +101,10 @@ struct kms_backend {
     /* Error body: fill perr's code, message and request id. */
     void (*parse_error)(json_t *root, struct provider_error *perr);
 
-    /* Success body: take the data key and/or the EDK.  Returns 0 or
-     * KC_EPROVIDER (with perr->message) for a malformed answer. */
+    /* Success body: take the data key and/or the EDK.  Returns 0,
+     * KC_EPROVIDER (with c->err.message) for a malformed answer, or
+     * KC_EAUTH (with c->err.code and message) when a Decrypt answer
+     * names another key than c->expect_key. */
     int (*parse_ok)(struct kms_client *k, struct kms_call *c, json_t *root);
 };
 
@@ -117,6 +120,9 @@ struct kms_client {
     char *url;         /* "https://host[:port]/" */
     char *host;        /* "host[:port]" as sent in Host */
     char resolved[256]; /* key id/ARN the KMS reported for key_id */
+    bool by_alias;      /* key_id does not name one key: see the providers */
+    bool resolving;     /* a DescribeKey for key_id is in the air */
+    struct provider_error resolve_err; /* that DescribeKey's error */
     struct kms_call *calls;
 };
 
@@ -126,6 +132,9 @@ struct kms_call {
     const char *action;        /* "GenerateDataKey", "Encrypt", "Decrypt" */
     json_t *ec;                /* the encryption context, owned */
     char *key_id;              /* KeyId to send, or NULL */
+    char *expect_key;          /* decrypt: key the answer must name, or NULL */
+    bool parked;               /* created, not sent: see kms_call_release */
+    bool releasing;            /* kms_call_release is settling it */
     struct kc_buf blob;        /* decrypt: the EDK ciphertext */
     struct kc_buf pt_b64;      /* encrypt: base64 of the data key, C string */
     size_t dk_len;
@@ -156,21 +165,56 @@ KC_MUST_USE int kms_client_init(struct kms_client *k,
                                 const char *default_url, char *err,
                                 size_t errlen);
 
-/* kms_client_free - cancel every call (no callbacks), free k. */
+/* kms_client_free - cancel every call, parked ones too (no callbacks),
+ * free k. */
 void kms_client_free(struct kms_client *k);
 
+/* What one call is to do (kms_call_start_ex); unused fields zero. */
+struct kms_call_args {
+    enum kms_op op;
+    const char *key_id;     /* KeyId to send, or NULL */
+    const char *expect_key; /* decrypt: the key the answer must name
+                             * (else KC_EAUTH), or NULL */
+    const struct esdk_ec *ec;
+    const uint8_t *blob;    /* decrypt: the EDK ciphertext */
+    size_t blob_len;
+    const uint8_t *dk;      /* encrypt: the data key */
+    uint8_t *dk_out;        /* generate/decrypt: borrowed until done */
+    size_t dk_len;
+    struct esdk_edk_list *edks; /* generate/encrypt: borrowed until done */
+    bool park;              /* create the call but send nothing until
+                             * kms_call_release (needs expect_key) */
+};
+
 /*
- * kms_call_start - run one KMS operation for a provider entry point.
- * ec is copied; key_id, blob and dk are copied as needed.  Returns
- * PROVIDER_PENDING (done will be called from the loop), or a negative
- * KC_E* when it could not start (done is then never called).
+ * kms_call_start_ex - run one KMS operation for a provider entry point.
+ * ec is copied; key_id, expect_key, blob and dk are copied as needed.
+ * Returns PROVIDER_PENDING (done will be called from the loop), or a
+ * negative KC_E* when it could not start (done is then never called).
+ * A parked call's deadline runs from now, parked time included.
  */
+int kms_call_start_ex(struct kms_client *k, const struct kms_call_args *a,
+                      struct provider_error *perr, provider_done_fn done,
+                      void *arg);
+
+/* kms_call_start - kms_call_start_ex without expect_key or park. */
 int kms_call_start(struct kms_client *k, enum kms_op op, const char *key_id,
                    const struct esdk_ec *ec, const uint8_t *blob,
                    size_t blob_len, const uint8_t *dk, uint8_t *dk_out,
                    size_t dk_len, struct esdk_edk_list *edks,
                    struct provider_error *perr, provider_done_fn done,
                    void *arg);
+
+/*
+ * kms_call_release - settle every call of k parked so far.  With key
+ * set (status 0): send those whose expect_key is key, finish the others
+ * with KC_EAUTH (they are not under that key; no request is made).
+ * With key NULL: finish them all with status (< 0) and *perr.  Calls
+ * done callbacks: only from the loop, never inside a provider entry
+ * point.  Calls parked by those callbacks are left parked.
+ */
+void kms_call_release(struct kms_client *k, const char *key, int status,
+                      const struct provider_error *perr);
 
 /* ---- helpers for the backends ------------------------------------------ */
 

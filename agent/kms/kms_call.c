@@ -307,6 +307,7 @@ call_free(struct kms_call *c)
     }
     json_decref(c->ec);
     free(c->key_id);
+    free(c->expect_key);
     kc_buf_clear(&c->blob);
     kc_buf_clear(&c->pt_b64);
     free(c);
@@ -466,6 +467,8 @@ handle_ok(struct kms_call *c, const struct http_response *resp)
     json_t *root = NULL;
     int r = KC_EPROVIDER;
 
+    /* Nothing left over from an earlier failed attempt. */
+    memset(&c->err, 0, sizeof(c->err));
     c->err.http_status = (int)resp->status;
     kms_copy_str(c->err.request_id, sizeof(c->err.request_id),
                  resp->request_id);
@@ -486,7 +489,8 @@ handle_ok(struct kms_call *c, const struct http_response *resp)
                  root == NULL ? jerr.position : 0);
         goto out;
     }
-    if ((r = c->k->be->parse_ok(c->k, c, root)) != 0) {
+    /* KC_EAUTH: the backend named the reason (another key answered). */
+    if ((r = c->k->be->parse_ok(c->k, c, root)) != 0 && r != KC_EAUTH) {
         kms_copy_str(c->err.code, sizeof(c->err.code), "MalformedResponse");
     }
 out:
@@ -642,27 +646,28 @@ ec_to_json(const struct esdk_ec *ec)
 }
 
 int
-kms_call_start(struct kms_client *k, enum kms_op op, const char *key_id,
-               const struct esdk_ec *ec, const uint8_t *blob,
-               size_t blob_len, const uint8_t *dk, uint8_t *dk_out,
-               size_t dk_len, struct esdk_edk_list *edks,
-               struct provider_error *perr, provider_done_fn done,
-               void *arg)
+kms_call_start_ex(struct kms_client *k, const struct kms_call_args *a,
+                  struct provider_error *perr, provider_done_fn done,
+                  void *arg)
 {
     static const char *const actions[] = {"GenerateDataKey", "Encrypt",
-                                          "Decrypt"};
+                                          "Decrypt", "DescribeKey"};
     struct kms_call *c;
     int r;
 
+    if ((unsigned)a->op >= sizeof(actions) / sizeof(actions[0]) ||
+        (a->park && a->expect_key == NULL)) {
+        return KC_EINVAL;
+    }
     if ((c = calloc(1, sizeof(*c))) == NULL) {
         return KC_ENOMEM;
     }
     c->k = k;
-    c->op = op;
-    c->action = actions[op];
-    c->dk_len = dk_len;
-    c->dk_out = dk_out;
-    c->edks = edks;
+    c->op = a->op;
+    c->action = actions[a->op];
+    c->dk_len = a->dk_len;
+    c->dk_out = a->dk_out;
+    c->edks = a->edks;
     c->perr = perr;
     c->done = done;
     c->arg = arg;
@@ -676,15 +681,21 @@ kms_call_start(struct kms_client *k, enum kms_op op, const char *key_id,
     }
     k->calls = c;
     r = KC_ENOMEM;
-    if ((c->ec = ec_to_json(ec)) == NULL) {
+    if ((c->ec = ec_to_json(a->ec)) == NULL) {
         r = KC_ECONTEXT;
         goto fail;
     }
-    if ((key_id != NULL && (c->key_id = strdup(key_id)) == NULL) ||
-        (blob_len > 0 && kc_buf_put(&c->blob, blob, blob_len) != 0) ||
-        (dk != NULL && (kms_b64_encode(dk, dk_len, &c->pt_b64) != 0 ||
-                        kms_buf_cstr(&c->pt_b64) != 0))) {
+    if ((a->key_id != NULL && (c->key_id = strdup(a->key_id)) == NULL) ||
+        (a->expect_key != NULL &&
+         (c->expect_key = strdup(a->expect_key)) == NULL) ||
+        (a->blob_len > 0 && kc_buf_put(&c->blob, a->blob, a->blob_len) != 0) ||
+        (a->dk != NULL && (kms_b64_encode(a->dk, a->dk_len, &c->pt_b64) != 0 ||
+                           kms_buf_cstr(&c->pt_b64) != 0))) {
         goto fail;
+    }
+    if (a->park) {
+        c->parked = true;
+        return PROVIDER_PENDING;
     }
     if ((r = call_attempt(c)) != 0) {
         goto fail;
@@ -696,4 +707,68 @@ fail:
     }
     call_free(c);
     return r;
+}
+
+int
+kms_call_start(struct kms_client *k, enum kms_op op, const char *key_id,
+               const struct esdk_ec *ec, const uint8_t *blob,
+               size_t blob_len, const uint8_t *dk, uint8_t *dk_out,
+               size_t dk_len, struct esdk_edk_list *edks,
+               struct provider_error *perr, provider_done_fn done,
+               void *arg)
+{
+    struct kms_call_args a;
+
+    memset(&a, 0, sizeof(a));
+    a.op = op;
+    a.key_id = key_id;
+    a.ec = ec;
+    a.blob = blob;
+    a.blob_len = blob_len;
+    a.dk = dk;
+    a.dk_out = dk_out;
+    a.dk_len = dk_len;
+    a.edks = edks;
+    return kms_call_start_ex(k, &a, perr, done, arg);
+}
+
+void
+kms_call_release(struct kms_client *k, const char *key, int status,
+                 const struct provider_error *perr)
+{
+    struct kms_call *c;
+    size_t n = 0;
+    int r;
+
+    /* Mark first: callbacks may park new calls, which must wait for the
+     * next resolution, and may start or finish others (the list
+     * changes under us, so each turn searches it afresh). */
+    for (c = k->calls; c != NULL; c = c->next) {
+        c->releasing = c->parked;
+        n += c->parked;
+    }
+    while (n-- > 0) {
+        for (c = k->calls; c != NULL && !c->releasing; c = c->next) {
+        }
+        if (c == NULL) {
+            return; /* the rest went with a callback's doing */
+        }
+        c->releasing = false;
+        c->parked = false;
+        if (key == NULL) {
+            if (perr != NULL) {
+                c->err = *perr;
+            }
+            call_finish(c, status < 0 ? status : KC_EPROVIDER);
+        } else if (strcmp(c->expect_key, key) != 0) {
+            memset(&c->err, 0, sizeof(c->err));
+            kms_copy_str(c->err.code, sizeof(c->err.code), "KeyMismatch");
+            snprintf(c->err.message, sizeof(c->err.message),
+                     "the data key is under KMS key %.100s, not under %.100s",
+                     c->expect_key, key);
+            call_finish(c, KC_EAUTH);
+        } else if ((r = call_attempt(c)) != 0) {
+            call_finish(c, r);
+        }
+    }
 }

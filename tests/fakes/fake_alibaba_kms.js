@@ -13,6 +13,10 @@
  * It prints "PORT <n>" on stdout once listening and exits when stdin
  * closes (so it never outlives the test that started it).
  *
+ * Operations: GenerateDataKey, Encrypt, Decrypt (no KeyId, as the real
+ * API: the blob names its key) and DescribeKey (KeyId = key id, alias/NAME
+ * or an ARN of cfg.region / cfg.uid; answers KeyMetadata.KeyId and Arn).
+ *
  * Every KMS request is signature-checked by @alicloud/openapi-util via
  * alibaba_verify.js (V3 ACS3-HMAC-SHA256 and RPC v1 HMAC-SHA1), and
  * answered with KMS's JSON shapes; a bad signature gets HTTP 400
@@ -108,10 +112,21 @@ class KmsError extends Error {
   }
 }
 
+const REGION = cfg.region || 'cn-hangzhou';
+const UID = cfg.uid || '1234567890123456';
+
+// A key id, alias/NAME, or a key or alias ARN
+// (acs:kms:<region>:<uid>:key/<id> | alias/<name>) of this fake's region.
 function resolveKey(id) {
   if (!id) return null;
+  if (id.startsWith('acs:kms:')) {
+    const p = id.split(':');
+    if (p.length !== 5 || p[2] !== REGION || p[3] !== UID) return null;
+    id = p[4];
+    if (id.startsWith('key/')) id = id.slice(4);
+    else if (!id.startsWith('alias/')) return null;
+  }
   if (id.startsWith('alias/')) return aliases[id] || null;
-  if (id.startsWith('acs:kms:')) id = id.split('/').pop();
   return id in keys ? id : null;
 }
 
@@ -161,7 +176,22 @@ function opDecrypt(p) {
   return { KeyId: r.kid, KeyVersionId: 'v1-' + r.kid, Plaintext: r.text };
 }
 
-const OPS = { GenerateDataKey: opGenerate, Encrypt: opEncrypt, Decrypt: opDecrypt };
+function opDescribeKey(p) {
+  if (!p.KeyId) throw new KmsError(400, 'MissingParameter', 'KeyId is mandatory');
+  const kid = resolveKey(p.KeyId);
+  if (!kid) throw new KmsError(404, 'Forbidden.KeyNotFound', `The specified Key ${p.KeyId} is not found.`);
+  return {
+    KeyMetadata: {
+      KeyId: kid, Arn: `acs:kms:${REGION}:${UID}:key/${kid}`,
+      KeyState: 'Enabled', KeyUsage: 'ENCRYPT/DECRYPT', KeySpec: 'Aliyun_AES_256',
+      Origin: 'Aliyun_KMS', ProtectionLevel: 'SOFTWARE', Creator: UID,
+      CreationDate: '2024-01-01T00:00:00Z', PrimaryKeyVersion: 'v1-' + kid,
+    },
+  };
+}
+
+const OPS = { GenerateDataKey: opGenerate, Encrypt: opEncrypt, Decrypt: opDecrypt,
+  DescribeKey: opDescribeKey };
 
 // --------------------------------------------------------------- server
 function sendJson(res, status, obj, requestId, extra = {}) {

@@ -2,7 +2,9 @@
 
 It listens on 127.0.0.1 on a random free port, over TLS with a
 certificate from tlsca.make_ca, and answers TrentService.GenerateDataKey,
-Encrypt and Decrypt as AWS KMS does.  Every request's SigV4 signature is
+Encrypt and Decrypt as AWS KMS does; a Decrypt KeyId (key id, key ARN,
+alias name or alias ARN) is enforced like AWS: IncorrectKeyException
+when it is not the key the blob was made under.  Every request's SigV4 signature is
 checked by botocore (sigv4_verify.py, Debian python3-botocore), not by
 keycache's code; a bad one gets AWS's error shape.  Keys are real
 AES-256-GCM keys: data keys are really wrapped and unwrapped, bound to
@@ -73,6 +75,8 @@ class FakeAwsKms:
         self.calls = Counter()      # op -> requests that passed auth
         self.arrived = 0            # every request, auth or not
         self.auth_failures = Counter()
+        self.incorrect_key = 0      # Decrypts refused: KeyId != blob's key
+        self.decrypt_key_ids = Counter()  # Decrypt KeyId as sent (or None)
         self.faults = []
         self.contexts = []          # EncryptionContext of each op
         self.release = threading.Event()
@@ -139,6 +143,8 @@ class FakeAwsKms:
             self.calls.clear()
             self.arrived = 0
             self.auth_failures.clear()
+            self.incorrect_key = 0
+            self.decrypt_key_ids.clear()
 
     def take_fault(self, op):
         with self.lock:
@@ -154,10 +160,17 @@ class FakeAwsKms:
 
     # ------------------------------------------------------- operations
     def resolve(self, key_id):
+        """The key uuid key_id names (key id, key ARN, alias name or alias
+        ARN, as AWS KMS accepts them), or None.  ARNs must be of this
+        fake's region and account, as a regional KMS endpoint wants."""
         if key_id is None:
             return None
-        if key_id.startswith("arn:aws:kms:"):
-            rest = key_id.split(":", 5)[5]
+        if key_id.startswith("arn:"):
+            parts = key_id.split(":", 5)
+            if len(parts) != 6 or parts[1] != "aws" or parts[2] != "kms" \
+                    or parts[3] != self.region or parts[4] != ACCOUNT:
+                return None
+            rest = parts[5]
             if rest.startswith("key/"):
                 key_id = rest[4:]
             elif rest.startswith("alias/"):
@@ -167,6 +180,16 @@ class FakeAwsKms:
         if key_id.startswith("alias/"):
             return self.aliases.get(key_id)
         return key_id if key_id in self.keys else None
+
+    def blob_key(self, blob):
+        """The key uuid a blob was made under, or None (not our blob)."""
+        if not blob.startswith(BLOB_MAGIC) or len(blob) < 8 + 36 + 12 + 16:
+            return None
+        try:
+            kid = blob[8:44].decode()
+        except UnicodeDecodeError:
+            return None
+        return kid if kid in self.keys else None
 
     @staticmethod
     def aad(ec):
@@ -445,17 +468,31 @@ class _Handler(BaseHTTPRequestHandler):
                 "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
 
     def op_decrypt(self, req):
+        """As AWS KMS: a KeyId, when given, is resolved first (unknown:
+        NotFoundException) and must be the key the blob was made under
+        (else IncorrectKeyException, whatever the context); then the
+        blob must open under the context (else InvalidCiphertextException).
+        """
         ec = self.check_ec(req)
         blob = base64.b64decode(req.get("CiphertextBlob", ""), validate=True)
         pinned = req.get("KeyId")
+        with self.kms.lock:
+            self.kms.decrypt_key_ids[pinned] += 1
+        blob_kid = self.kms.blob_key(blob)
+        if blob_kid is None:
+            raise KmsError(400, "InvalidCiphertextException", "")
+        if pinned is not None:
+            want = self.key_for(pinned)
+            if want != blob_kid:
+                with self.kms.lock:
+                    self.kms.incorrect_key += 1
+                raise KmsError(400, "IncorrectKeyException",
+                               "The key ID in the request does not identify "
+                               "a CMK that can perform this operation.")
         try:
             kid, pt = self.kms.unwrap(blob, ec)
         except Exception:
             raise KmsError(400, "InvalidCiphertextException", "")
-        if pinned is not None and self.kms.resolve(pinned) != kid:
-            raise KmsError(400, "IncorrectKeyException",
-                           "The key ID in the request does not identify a "
-                           "CMK that can perform this operation.")
         return {"KeyId": self.kms.arn(kid),
                 "Plaintext": base64.b64encode(pt).decode(),
                 "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}

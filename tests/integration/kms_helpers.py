@@ -184,6 +184,8 @@ class AwsFakeAdapter:
         with f.lock:
             return {"calls": dict(f.calls), "auth": dict(f.auth_failures),
                     "arrived": f.arrived,
+                    "incorrect_key": f.incorrect_key,
+                    "decrypt_key_ids": dict(f.decrypt_key_ids),
                     "contexts": list(f.contexts)}
 
     def total_calls(self):
@@ -243,6 +245,16 @@ def concurrent_encrypts(sock, alias, n, context, plaintext=b"x" * 32,
     finally:
         for c in conns:
             c.close()
+
+
+def relabel(ct, old, new):
+    """ct with its one occurrence of old (an EDK's key id or ARN) made
+    new, of the same length: a message whose EDK names another key than
+    the one its blob was made under (the header tag then no longer
+    verifies, but the provider must refuse it before that)."""
+    old, new = old.encode(), new.encode()
+    assert len(old) == len(new) and ct.count(old) == 1, (old, new)
+    return ct.replace(old, new)
 
 
 def timed(fn, *args, **kw):

@@ -89,8 +89,8 @@ class AlibabaKmsTest(KmsCases, unittest.TestCase):
                 cts[alias] = (c.encrypt(alias, alias.encode(), ctx), ctx)
         d = h.scratch_dir()
         keys = {a: self.keys[a] for a in ("ali", "ali1")}
-        # The reader names the key by id: an alias is only resolved by
-        # GenerateDataKey/Encrypt answers (a known gap, see aws_kms.c).
+        # By id, so that each scheme makes exactly one request (an alias
+        # costs a DescribeKey first: test_alias_key_survives_restart).
         keys["ali"] = dict(keys["ali"], key_id="key-v3-0001")
         a2, sock2 = k.start_agent(d, keys, k.alibaba_env())
         try:
@@ -107,6 +107,103 @@ class AlibabaKmsTest(KmsCases, unittest.TestCase):
             self.assertEqual(st["schemes"].get("ACS3-HMAC-SHA256"), 1)
         finally:
             a2.stop()
+
+    def test_alias_key_survives_restart(self):
+        """key_id = alias/app: a restarted agent (fresh process, empty
+        cache) resolves the alias with one DescribeKey when an EDK first
+        needs it, then decrypts what the first agent wrote.  Another
+        key's message is refused without a Decrypt (KC_ENODATAKEY), and
+        one relabelled to name the alias's key is refused when KMS
+        answers for another key."""
+        d = h.scratch_dir()
+        keys = {"al": ali_key(self.fake, self.ca, "alias/app")}
+        ctx = fresh_ctx("alias")
+        a1, s1 = k.start_agent(d, keys, k.alibaba_env())
+        try:
+            with h.Client(s1) as c:
+                ct = c.encrypt("al", b"under the alias", ctx)
+        finally:
+            a1.stop()
+        self.assertEqual(h.parse_header(ct)["edks"][0][:2],
+                         (b"alibaba-kms", b"key-v3-0001"))
+        octx = fresh_ctx("alias-other")
+        with h.Client(self.sock) as c:
+            other = c.encrypt("ali1", b"not yours", octx)
+        forged = k.relabel(other, "key-v1-0002", "key-v3-0001")
+
+        a2, s2 = k.start_agent(d, keys, k.alibaba_env())  # the restart
+        try:
+            def step(what, msg, mctx, ok, describe, decrypt, errors):
+                st0, ks0 = self.fake.stats(), k.key_stats(s2, "al")
+                with h.Client(s2) as c:
+                    r = c.request("decrypt", ciphertext=msg, context=mctx)
+                st1, ks1 = self.fake.stats(), k.key_stats(s2, "al")
+                got = tuple(st1["calls"].get(op, 0) - st0["calls"].get(op, 0)
+                            for op in ("DescribeKey", "Decrypt"))
+                pc = ks1["provider_calls"] - ks0["provider_calls"]
+                pe = ks1["provider_errors"] - ks0["provider_errors"]
+                say("restarted agent, %-26s %s; KMS DescribeKey %d, Decrypt "
+                    "%d (agent provider_calls +%d, provider_errors +%d)%s" % (
+                        what + ":", "ok" if r["ok"] else r["error"]["name"],
+                        got[0], got[1], pc, pe,
+                        "" if r["ok"] else ": " + r["error"]["message"][:110]))
+                self.assertEqual(got, (describe, decrypt), r)
+                self.assertEqual((pc, pe), (describe + decrypt, errors), r)
+                if ok:
+                    self.assertTrue(r["ok"], r)
+                else:
+                    h.expect_error(r, h.KC_ENODATAKEY)
+                return r
+
+            self.fake.reset_counts()
+            # Unknown alias key: DescribeKey says it is not this EDK's.
+            step("another key's message", other, octx, False, 1, 0, 0)
+            r = step("the alias's message", ct, ctx, True, 0, 1, 0)
+            self.assertEqual((r["plaintext"], r["key"]),
+                             (b"under the alias", "al"))
+            step("another key's message", other, octx, False, 0, 0, 0)
+            # The EDK claims the alias's key; KMS answers for another.
+            r = step("relabelled message", forged, octx, False, 0, 1, 1)
+            self.assertIn("KeyMismatch", r["error"]["message"])
+            step("the alias's message again", ct, ctx, True, 0, 0, 0)
+            say("fake KMS calls for the restarted agent: %r"
+                % self.fake.stats()["calls"])
+        finally:
+            a2.stop()
+
+        # Concurrent first decrypts share one DescribeKey; a failed one
+        # is not remembered (the next decrypt asks again).
+        d3 = h.scratch_dir()
+        a3, s3 = k.start_agent(d3, keys, k.alibaba_env())
+        try:
+            self.fake.reset_counts()
+            self.fake.fault("notfound", count=1, op="DescribeKey")
+            with h.Client(s3) as c:
+                r = c.request("decrypt", ciphertext=ct, context=ctx)
+            h.expect_error(r, h.KC_EPROVIDER)
+            self.assertIn("Forbidden.KeyNotFound", r["error"]["message"])
+            self.fake.fault("delay", count=1, op="DescribeKey", seconds=0.5)
+            conns = [h.Client(s3, timeout=20) for _ in range(2)]
+            for c, (msg, mctx) in zip(conns, ((ct, ctx), (other, octx))):
+                c.send({"id": 1, "op": "decrypt", "ciphertext": msg,
+                        "context": mctx})
+            rs = [c.recv(20) for c in conns]
+            for c in conns:
+                c.close()
+            st = self.fake.stats()
+            say("fresh agent: DescribeKey refused once, then 2 concurrent "
+                "decrypts: %s / %s; fake calls %r" % (
+                    "ok" if rs[0]["ok"] else rs[0]["error"]["name"],
+                    "ok" if rs[1]["ok"] else rs[1]["error"]["name"],
+                    st["calls"]))
+            self.assertEqual(rs[0]["plaintext"], b"under the alias")
+            h.expect_error(rs[1], h.KC_ENODATAKEY)
+            self.assertEqual(st["calls"], {"DescribeKey": 2, "Decrypt": 1})
+            ks = k.key_stats(s3, "al")
+            self.assertEqual((ks["provider_calls"], ks["provider_errors"]),
+                             (3, 1))
+        finally:
+            a3.stop()
 
     def test_v1_retries(self):
         """The v1 scheme re-signs each attempt (fresh nonce; the fake

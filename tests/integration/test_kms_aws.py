@@ -102,6 +102,105 @@ class AwsKmsTest(KmsCases, unittest.TestCase):
         finally:
             a2.stop()
 
+    def test_alias_key_survives_restart(self):
+        """key_id = alias/app: a restarted agent (fresh process, empty
+        cache) decrypts what the first one wrote, its Decrypt pinned to
+        the alias.  Another key's message is refused by KMS
+        (IncorrectKeyException: KC_ENODATAKEY, one attempt, nothing
+        cached), and once KMS has named the alias's key it costs no call."""
+        d = h.scratch_dir()
+        keys = {"al": aws_key(self.fake, "app", key_id="alias/app")}
+        ctx = fresh_ctx("alias")
+        a1, s1 = k.start_agent(d, keys, k.aws_env())
+        try:
+            with h.Client(s1) as c:
+                ct = c.encrypt("al", b"under the alias", ctx)
+        finally:
+            a1.stop()
+        app, other_arn = self.fake.arns["app"], self.fake.arns["other"]
+        self.assertEqual(h.parse_header(ct)["edks"][0][1].decode(), app)
+        octx = fresh_ctx("alias-other")
+        with h.Client(self.sock) as c:
+            other = c.encrypt("aws2", b"not yours", octx)
+        elsewhere = k.relabel(ct, app, app.replace(":us-east-1:",
+                                                   ":eu-west-1:"))
+        forged = k.relabel(other, other_arn, app)
+
+        a2, s2 = k.start_agent(d, keys, k.aws_env())  # the restart
+        try:
+            def step(what, msg, mctx, ok, calls, errors, incorrect):
+                st0, ks0 = self.fake.stats(), k.key_stats(s2, "al")
+                with h.Client(s2) as c:
+                    r = c.request("decrypt", ciphertext=msg, context=mctx)
+                st1, ks1 = self.fake.stats(), k.key_stats(s2, "al")
+                dec = (st1["calls"].get("Decrypt", 0)
+                       - st0["calls"].get("Decrypt", 0))
+                got = (dec, ks1["provider_calls"] - ks0["provider_calls"],
+                       ks1["provider_errors"] - ks0["provider_errors"],
+                       st1["incorrect_key"] - st0["incorrect_key"])
+                say("restarted agent, %-28s %s; KMS Decrypt %d (agent "
+                    "provider_calls +%d, provider_errors +%d), "
+                    "IncorrectKeyException %d%s" % (
+                        what + ":", "ok" if r["ok"] else r["error"]["name"],
+                        got[0], got[1], got[2], got[3],
+                        "" if r["ok"] else ": " + r["error"]["message"][:110]))
+                self.assertEqual(got, (calls, calls, errors, incorrect), r)
+                if ok:
+                    self.assertTrue(r["ok"], r)
+                else:
+                    h.expect_error(r, h.KC_ENODATAKEY)
+                return r
+
+            self.fake.reset_counts()
+            # Another region's key ARN: not even asked.
+            step("EDK of another region", elsewhere, ctx, False, 0, 0, 0)
+            # Another key, before the alias's key is known: KMS refuses,
+            # once (not retried), and again next time (not cached).
+            for i in range(2):
+                r = step("another key's message", other, octx, False,
+                         1, 1, 1)
+                self.assertIn("IncorrectKeyException", r["error"]["message"])
+            r = step("the alias's message", ct, ctx, True, 1, 0, 0)
+            self.assertEqual(r["plaintext"], b"under the alias")
+            self.assertEqual(r["key"], "al")
+            # Now the alias's key is known: other keys cost no call...
+            step("another key's message", other, octx, False, 0, 0, 0)
+            # ...and an EDK relabelled with it is still refused by KMS.
+            step("relabelled message", forged, octx, False, 1, 1, 1)
+            step("the alias's message again", ct, ctx, True, 0, 0, 0)
+            st = self.fake.stats()
+            say("fake KMS calls for the restarted agent: %r, Decrypt "
+                "KeyIds %r" % (st["calls"], st["decrypt_key_ids"]))
+            self.assertEqual(st["decrypt_key_ids"], {"alias/app": 4})
+            self.assertEqual(set(st["calls"]), {"Decrypt"})
+        finally:
+            a2.stop()
+
+        # The alias as an ARN: its account must be the EDK's.
+        arn_alias = app.split(":key/")[0] + ":alias/app"
+        for key_id, ok in ((arn_alias, True),
+                           (arn_alias.replace(":111122223333:",
+                                              ":444455556666:"), False)):
+            d3 = h.scratch_dir()
+            a3, s3 = k.start_agent(
+                d3, {"al": aws_key(self.fake, "app", key_id=key_id)},
+                k.aws_env())
+            try:
+                n0 = self.fake.total_calls()
+                with h.Client(s3) as c:
+                    r = c.request("decrypt", ciphertext=ct, context=ctx)
+                n = self.fake.total_calls() - n0
+                say("fresh agent with key_id %s: %s, %d KMS call(s)"
+                    % (key_id, "ok" if r["ok"] else r["error"]["name"], n))
+                if ok:
+                    self.assertEqual(r["plaintext"], b"under the alias")
+                    self.assertEqual(n, 1)
+                else:
+                    h.expect_error(r, h.KC_ENODATAKEY)
+                    self.assertEqual(n, 0)
+            finally:
+                a3.stop()
+
     def test_wrong_secret_not_retried(self):
         d = h.scratch_dir()
         env = dict(k.aws_env(), AWS_SECRET_ACCESS_KEY="wrong-secret")
