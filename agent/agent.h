@@ -34,6 +34,7 @@ struct agent {
     const char *config_path;         /* retained: for reload */
     struct staged *reload_staged;    /* validated reload waiting */
     struct keyring *keys;            /* owned */
+    uint64_t keys_gen;               /* bumped when a reload swaps keys */
     struct cache *cache;             /* owned */
     struct esdk_limits limits;
     struct authz_policy stats_policy;

@@ -40,6 +40,7 @@ struct authz_peer {
     size_t ngroups;
     uint64_t grants_logged; /* audit: grants already logged, one bit per
                                (alias, op) on this connection */
+    uint64_t grants_gen;    /* keyring generation the bits refer to */
 };
 
 /*

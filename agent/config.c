@@ -3,7 +3,9 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -207,6 +209,15 @@ agent_key(struct parse_state *st, const char *name, const char *v)
             return -1;
         }
         cfg->max_connections = (size_t)n;
+        return 0;
+    }
+    if (strcmp(name, "max_connections_per_uid") == 0) {
+        if (parse_u64(v, 1, 1000000, &n) != 0) {
+            snprintf(st->err, sizeof(st->err),
+                     "max_connections_per_uid must be 1..1000000");
+            return -1;
+        }
+        cfg->max_connections_per_uid = (size_t)n;
         return 0;
     }
     if (strcmp(name, "max_inflight") == 0) {
@@ -482,6 +493,11 @@ config_ini_line(void *user, const char *section, const char *name,
             return 0;
         }
     }
+    if (name[0] == '\0') {
+        snprintf(st->err, sizeof(st->err), "malformed line (the INI reader "
+                 "takes at most 200 characters a line)");
+        return 0;
+    }
     if (seen_twice(st, section, name)) {
         return 0;
     }
@@ -491,11 +507,78 @@ config_ini_line(void *user, const char *section, const char *name,
     return agent_key(st, name, value) == 0;
 }
 
+int
+config_parse_listen(const char *spec, char *host, size_t hostlen,
+                    uint16_t *port)
+{
+    const char *colon = strrchr(spec, ':');
+    unsigned char addr[16];
+    char *end;
+    unsigned long p;
+    size_t len;
+
+    if (colon == NULL || colon == spec) {
+        return -1;
+    }
+    len = (size_t)(colon - spec);
+    if (spec[0] == '[' && len >= 2 && spec[len - 1] == ']') {
+        spec++;
+        len -= 2;
+    }
+    if (len >= hostlen) {
+        return -1;
+    }
+    memcpy(host, spec, len);
+    host[len] = '\0';
+    errno = 0;
+    p = strtoul(colon + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || p == 0 || p > 65535) {
+        return -1;
+    }
+    *port = (uint16_t)p;
+    if (inet_pton(AF_INET, host, addr) == 1) {
+        return addr[0] == 127 ? 0 : -1;
+    }
+    if (inet_pton(AF_INET6, host, addr) == 1) {
+        return IN6_IS_ADDR_LOOPBACK((struct in6_addr *)addr) ? 0 : -1;
+    }
+    return -1;
+}
+
+/* [agent] settings that need the system (groups, addresses). */
+static int
+validate_agent(struct parse_state *st)
+{
+    struct agent_config *cfg = st->cfg;
+    char host[64];
+    uint16_t port;
+
+    if (cfg->metrics_listen != NULL &&
+        config_parse_listen(cfg->metrics_listen, host, sizeof(host),
+                            &port) != 0) {
+        snprintf(st->err, sizeof(st->err),
+                 "metrics_listen '%.80s' must be a loopback address and "
+                 "port, e.g. 127.0.0.1:9464", cfg->metrics_listen);
+        return KC_ECONFIG;
+    }
+    if (cfg->socket_group != NULL && getgrnam(cfg->socket_group) == NULL) {
+        snprintf(st->err, sizeof(st->err), "socket_group '%.80s': no such "
+                 "group", cfg->socket_group);
+        return KC_ECONFIG;
+    }
+    return 0;
+}
+
 static int
 validate(struct parse_state *st)
 {
     struct agent_config *cfg = st->cfg;
     struct key_config *k;
+    int r;
+
+    if ((r = validate_agent(st)) != 0) {
+        return r;
+    }
 
     if (cfg->socket_path == NULL &&
         (cfg->socket_path = strdup(CONFIG_DEFAULT_SOCKET)) == NULL) {
@@ -560,6 +643,7 @@ config_load(const char *path, struct agent_config **out, char *err,
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->max_frame = 1048576 + 65536;
     cfg->max_connections = 1024;
+    cfg->max_connections_per_uid = 256;
     cfg->max_edks = 16;
     cfg->max_body_frames = 1 << 20;
     cfg->max_frame_length = 1 << 20;

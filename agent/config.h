@@ -16,6 +16,7 @@
  *   max_frame_length = 1048576 ; a message's frame length, read
  *   allow_stats = uid:0, group:ops ; who may read stats (default: own uid)
  *   max_connections = 1024
+ *   max_connections_per_uid = 256 ; so one peer cannot take every slot
  *   max_inflight = 128      ; requests per connection waiting on a KMS
  *   idle_timeout = 300      ; seconds without a request before closing
  *   read_timeout = 10       ; seconds to finish a frame once begun
@@ -40,8 +41,8 @@
  *                           ;  key is this far into its TTL or caps (0=off)
  *   encrypt_grace = 0       ; seconds past the TTL a key may still encrypt
  *   decrypt_grace = 0       ;  / decrypt while the provider is down
- *   prewarm = table=users,column=email ; contexts to fetch at start,
- *                           ;  separated by ';' (empty pair list: {})
+ *   prewarm = table=users,column=email | - ; contexts to fetch at
+ *                           ;  start, separated by '|' ('-': empty)
  *   allow_encrypt = uid:1000, group:app   ; who may encrypt (default:
  *   allow_decrypt = uid:1000               ;  the agent's own uid)
  *   also_wrap_with = other-alias, ...      ; extra EDKs per message
@@ -129,6 +130,7 @@ struct agent_config {
     char *socket_group;    /* group owning the socket, or NULL */
     char *metrics_listen;  /* "127.0.0.1:9464", or NULL: off */
     size_t max_connections;
+    size_t max_connections_per_uid;
     uint64_t idle_timeout_ms;  /* 0 = none */
     uint64_t read_timeout_ms;  /* to finish a frame once it has begun */
     size_t max_inflight;   /* per connection */
@@ -143,6 +145,13 @@ struct agent_config {
  */
 KC_MUST_USE int config_load(const char *path, struct agent_config **out,
                             char *err, size_t errlen);
+
+/*
+ * config_parse_listen - split "host:port" ("[::1]:port") into host and
+ * port; 0 only for a loopback address (127.0.0.0/8 or ::1), else -1.
+ */
+int config_parse_listen(const char *spec, char *host, size_t hostlen,
+                        uint16_t *port);
 
 /* config_find_key - the alias's section, or NULL. */
 const struct key_config *config_find_key(const struct agent_config *cfg,

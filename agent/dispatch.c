@@ -178,7 +178,10 @@ run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
                              : "request is not a single msgpack map");
     } else {
         rq.map = &u.data;
-        if (proto_get_uint(rq.map, "id", true, &rq.id) != 0) {
+        if ((r = proto_map_check_keys(rq.map)) != 0) {
+            req_fail(&rq, r, "request map must have at most %d keys, all "
+                     "distinct strings", PROTO_MAX_MAP_KEYS);
+        } else if (proto_get_uint(rq.map, "id", true, &rq.id) != 0) {
             r = req_fail(&rq, KC_EINVAL,
                          "field 'id' (unsigned integer) is required");
         } else {

@@ -339,19 +339,21 @@ flight_find(struct agent *a, const uint8_t id[CACHE_ID_LEN])
  * (this key cannot open that message); anything else is KC_EPROVIDER.
  */
 static int
-fail_provider(struct req *rq, int status, const struct provider_error *pe)
+fail_provider(struct req *rq, const struct keyslot *slot, int status,
+              const struct provider_error *pe)
 {
     int code = status == KC_EAUTH ? KC_ENODATAKEY : KC_EPROVIDER;
     const char *what = status == KC_EAUTH ? "rejected" : "failed";
 
     if (pe == NULL || (pe->code[0] == '\0' && pe->message[0] == '\0')) {
         return req_fail(rq, code, "key %s: provider %s the data key: %s",
-                        rq->slot != NULL ? rq->slot->cfg->alias : "?", what,
+                        slot->cfg->alias, what,
                         kc_strerror(status));
     }
     return req_fail(rq, code,
-                    "key provider %s: %s (http %d, code %s, request id %s): "
-                    "%s", what, kc_errname(status), pe->http_status,
+                    "key %s: provider %s: %s (http %d, code %s, request id "
+                    "%s): %s", slot->cfg->alias, what, kc_errname(status),
+                    pe->http_status,
                     pe->code[0] ? pe->code : "-",
                     pe->request_id[0] ? pe->request_id : "-", pe->message);
 }
@@ -382,7 +384,7 @@ flight_miss(struct req *rq, struct keyslot *slot,
     struct flight *f;
 
     if (fl != NULL) {
-        return fail_provider(rq, fl->status, &fl->perr);
+        return fail_provider(rq, slot, fl->status, &fl->perr);
     }
     slot->n.cache_misses++;
     if ((f = flight_find(rq->a, id)) != NULL) {
@@ -409,7 +411,7 @@ flight_start(struct req *rq, struct flight *f, struct cache_entry **out)
     }
     if (r != 0) {
         note_provider_failure(f->slot, r, &f->perr);
-        r = fail_provider(rq, r, &f->perr);
+        r = fail_provider(rq, f->slot, r, &f->perr);
         flight_free(f);
         return r;
     }

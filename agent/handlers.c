@@ -113,6 +113,10 @@ audit_grant(struct req *rq, size_t bit, const char *op, const char *alias)
 {
     uint64_t mask = bit < 64 ? (uint64_t)1 << bit : 0;
 
+    if (rq->peer->grants_gen != rq->a->keys_gen) {
+        rq->peer->grants_logged = 0;
+        rq->peer->grants_gen = rq->a->keys_gen;
+    }
     if (mask != 0 && (rq->peer->grants_logged & mask) != 0) {
         return;
     }
@@ -705,6 +709,10 @@ batch_items(struct req *rq, const msgpack_object **out)
     for (i = 0; i < items->via.array.size; i++) {
         if (items->via.array.ptr[i].type != MSGPACK_OBJECT_MAP) {
             return fail(rq, KC_EINVAL, "batch item %u is not a map", i);
+        }
+        if (proto_map_check_keys(&items->via.array.ptr[i]) != 0) {
+            return fail(rq, KC_EPROTO, "batch item %u: at most %d keys, "
+                        "all distinct strings", i, PROTO_MAX_MAP_KEYS);
         }
     }
     *out = items;

@@ -168,6 +168,8 @@ run(struct agent_config *cfg, const char *config_path,
         goto out;
     }
     a.started_ms = cache_clock_monotonic();
+    log_info("keycache-agent %s starting: %zu key aliases, capacity %zu",
+             KC_VERSION, cfg->nkeys, cfg->capacity);
     if (resolve_group(cfg->socket_group, &gid) != 0) {
         log_error("socket_group '%s': no such group", cfg->socket_group);
         goto out;
@@ -190,8 +192,6 @@ run(struct agent_config *cfg, const char *config_path,
         close(fd);
         goto out;
     }
-    log_info("keycache-agent %s starting: %zu key aliases, capacity %zu",
-             KC_VERSION, cfg->nkeys, cfg->capacity);
     if (server_run(&a, fd, socket_path) == 0) {
         r = 0;
     }

@@ -8,7 +8,6 @@
  */
 #include "metrics_http.h"
 
-#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -16,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -53,43 +53,6 @@ serve_other(struct evhttp_request *req, void *arg)
     evhttp_send_error(req, 404, "only /metrics");
 }
 
-/* Split "host:port" ("[::1]:port" for IPv6) and insist on loopback. */
-static int
-parse_listen(const char *spec, char *host, size_t hostlen, uint16_t *port)
-{
-    const char *colon = strrchr(spec, ':');
-    unsigned char addr[16];
-    char *end;
-    unsigned long p;
-    size_t len;
-
-    if (colon == NULL || colon == spec) {
-        return -1;
-    }
-    len = (size_t)(colon - spec);
-    if (spec[0] == '[' && len >= 2 && spec[len - 1] == ']') {
-        spec++;
-        len -= 2;
-    }
-    if (len >= hostlen) {
-        return -1;
-    }
-    memcpy(host, spec, len);
-    host[len] = '\0';
-    p = strtoul(colon + 1, &end, 10);
-    if (*end != '\0' || p == 0 || p > 65535) {
-        return -1;
-    }
-    *port = (uint16_t)p;
-    if (inet_pton(AF_INET, host, addr) == 1) {
-        return addr[0] == 127 ? 0 : -1;
-    }
-    if (inet_pton(AF_INET6, host, addr) == 1) {
-        return IN6_IS_ADDR_LOOPBACK((struct in6_addr *)addr) ? 0 : -1;
-    }
-    return -1;
-}
-
 int
 metrics_http_start(struct agent *a, char *err, size_t errlen)
 {
@@ -99,7 +62,8 @@ metrics_http_start(struct agent *a, char *err, size_t errlen)
     if (a->cfg->metrics_listen == NULL) {
         return 0;
     }
-    if (parse_listen(a->cfg->metrics_listen, host, sizeof(host), &port) != 0) {
+    if (config_parse_listen(a->cfg->metrics_listen, host, sizeof(host),
+                            &port) != 0) {
         snprintf(err, errlen, "metrics_listen '%s' must be a loopback "
                  "address and port, e.g. 127.0.0.1:9464",
                  a->cfg->metrics_listen);
@@ -122,6 +86,11 @@ metrics_http_start(struct agent *a, char *err, size_t errlen)
         return KC_ESYS;
     }
     log_info("serving metrics on http://%s/metrics", a->cfg->metrics_listen);
+    if (a->cfg->allow_stats != NULL) {
+        log_warn("metrics_listen: TCP carries no peer credentials, so any "
+                 "local process can read /metrics; allow_stats applies to "
+                 "the socket only");
+    }
     return 0;
 }
 

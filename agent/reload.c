@@ -110,6 +110,7 @@ apply(struct agent *a, struct staged *st)
 
     warmup_stop(a);
     a->keys = st->keys;
+    a->keys_gen++; /* alias positions changed: audit grants afresh */
     a->cfg = st->cfg;
     a->cfg_owned = st->cfg;
     authz_policy_clear(&a->stats_policy);

@@ -34,7 +34,7 @@
 #include "reload.h"
 #include "wire.h"
 
-#define OUT_HIGH          (4u << 20) /* pause reading past 4 MiB queued */
+#define OUT_HIGH          (256u << 10) /* pause reading past 256 KiB queued */
 #define SHUTDOWN_GRACE_S  10         /* force exit after this long */
 #define ACCEPT_RETRY_MS   200        /* back off after EMFILE/ENFILE */
 #define SHUTDOWN_DRAIN_MAX (8u << 20) /* bytes read per client at stop */
@@ -528,7 +528,7 @@ conn_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         if (evbuffer_get_length(in) - PROTO_FRAME_HDR < len) {
-            return; /* wait for the rest */
+            break; /* wait for the rest, under the frame deadline */
         }
         if (conn_handle_frame(c, in, len, max) != 0) {
             log_warn("connection from pid %ld: out of memory; closing",
@@ -638,8 +638,21 @@ read_peer(int fd, struct authz_peer *p)
      * is matched on its primary gid only (fails closed, never open). */
 }
 
+/* Open connections from uid: one peer may not take every slot. */
+static size_t
+conns_of_uid(const struct server *srv, uid_t uid)
+{
+    const struct conn *c;
+    size_t n = 0;
+
+    for (c = srv->conns; c != NULL; c = c->next) {
+        n += c->peer.uid == uid;
+    }
+    return n;
+}
+
 /*
- * Over max_connections: tell the client why in one small frame (it fits
+ * Over max_connections (or the per-uid share): tell the client why in one small frame (it fits
  * the empty socket buffer, so a non-blocking send completes), then close.
  */
 static void
@@ -655,8 +668,8 @@ refuse_connection(struct server *srv, int fd, const struct authz_peer *peer)
     if (proto_frame_begin(&out, &mark) == 0) {
         proto_packer_init(&pk, &out);
         proto_pack_error(&pk, false, 0, KC_EBUSY,
-                         "too many connections (max_connections); try "
-                         "again later");
+                         "too many connections (max_connections or "
+                         "max_connections_per_uid); try again later");
         if (proto_frame_end(&out, mark, SIZE_MAX) == 0) {
             (void)send(fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
         }
@@ -687,7 +700,8 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
         close(fd);
         return;
     }
-    if (a->nconns >= a->cfg->max_connections) {
+    if (a->nconns >= a->cfg->max_connections ||
+        conns_of_uid(srv, peer.uid) >= a->cfg->max_connections_per_uid) {
         refuse_connection(srv, fd, &peer);
         return;
     }

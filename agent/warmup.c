@@ -1,9 +1,10 @@
 /*
  * warmup.c - pre-warm the cache and track readiness.
  *
- * prewarm syntax, per [key.ALIAS]: contexts separated by ';', each a
+ * prewarm syntax, per [key.ALIAS]: contexts separated by '|', each a
  * comma-separated list of key=value pairs, or '-' for the empty context:
- *     prewarm = table=users,column=email; -
+ *     prewarm = table=users,column=email | -
+ * (Not ';': the INI reader takes " ;" as the start of a comment.)
  */
 #include "warmup.h"
 
@@ -76,13 +77,13 @@ each_context(const char *text, int (*fn)(const char *, size_t, void *),
     int r;
 
     while (*p != '\0') {
-        size_t len = strcspn(p, ";");
+        size_t len = strcspn(p, "|");
 
         if ((r = fn(p, len, arg)) != 0) {
             return r;
         }
         p += len;
-        p += *p == ';';
+        p += *p == '|';
     }
     return 0;
 }
@@ -109,7 +110,7 @@ warmup_parse_check(const struct agent_config *cfg, char *err, size_t errlen)
             each_context(k->prewarm, check_one, NULL) != 0) {
             snprintf(err, errlen,
                      "[key.%s] prewarm: expected contexts like "
-                     "'k=v,k=v; k=v' or '-' (keys unique, not aws-crypto-)",
+                     "'k=v,k=v | k=v' or '-' (keys unique, not aws-crypto-)",
                      k->alias);
             return KC_ECONFIG;
         }

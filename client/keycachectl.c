@@ -96,6 +96,11 @@ fail_kc(const struct ctl *g, const struct kc_client *c, int r)
         strcmp(msg, "no error") == 0) {
         return fail(g, "%s", kc_strerror(r));
     }
+    /* The agent's message often starts with the code's own text
+     * ("permission denied: uid ..."): do not say it twice. */
+    if (strncmp(msg, kc_strerror(r), strlen(kc_strerror(r))) == 0) {
+        return fail(g, "%s", msg);
+    }
     return fail(g, "%s: %s", kc_strerror(r), msg);
 }
 

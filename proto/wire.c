@@ -243,6 +243,30 @@ proto_unpack_map(const uint8_t *body, size_t len, msgpack_unpacked *u)
     return 0;
 }
 
+int
+proto_map_check_keys(const msgpack_object *map)
+{
+    const msgpack_object_kv *kv = map->via.map.ptr;
+    uint32_t n = map->via.map.size, i, j;
+
+    if (n > PROTO_MAX_MAP_KEYS) {
+        return KC_ETOOBIG;
+    }
+    for (i = 0; i < n; i++) {
+        if (kv[i].key.type != MSGPACK_OBJECT_STR) {
+            return KC_EPROTO;
+        }
+        for (j = 0; j < i; j++) {
+            if (kv[j].key.via.str.size == kv[i].key.via.str.size &&
+                memcmp(kv[j].key.via.str.ptr, kv[i].key.via.str.ptr,
+                       kv[i].key.via.str.size) == 0) {
+                return KC_EPROTO;
+            }
+        }
+    }
+    return 0;
+}
+
 const msgpack_object *
 proto_map_get(const msgpack_object *map, const char *key)
 {

@@ -69,6 +69,16 @@ KC_MUST_USE int proto_msgpack_check(const uint8_t *p, size_t len,
 KC_MUST_USE int proto_unpack_map(const uint8_t *body, size_t len,
                                  msgpack_unpacked *u);
 
+#define PROTO_MAX_MAP_KEYS 64 /* keys in a request (or batch item) map */
+
+/*
+ * proto_map_check_keys - a request map's keys must be strings, at most
+ * PROTO_MAX_MAP_KEYS of them, and distinct (so no two readers of the
+ * same request can disagree on which duplicate counts).  Returns 0,
+ * KC_ETOOBIG or KC_EPROTO.
+ */
+KC_MUST_USE int proto_map_check_keys(const msgpack_object *map);
+
 /* proto_map_get - the value for string key in map, or NULL. */
 const msgpack_object *proto_map_get(const msgpack_object *map,
                                     const char *key);

@@ -123,7 +123,7 @@ class HealthTest(unittest.TestCase):
     def test_ready_after_prewarm(self):
         say("health: live and ready; pre-warmed keys cost no request-path "
             "provider call")
-        s = h.Setup({ALIAS: {"prewarm": "table=users,column=email; -"}})
+        s = h.Setup({ALIAS: {"prewarm": "table=users,column=email | -"}})
         a = s.start()
         try:
             with h.Client(s.socket) as c:
@@ -358,6 +358,127 @@ class RefreshTest(unittest.TestCase):
                     % (n + 1, st["provider_calls"], st["cache_misses"]))
                 self.assertEqual(st["cache_misses"], 1)
                 self.assertGreaterEqual(st["provider_calls"], 5)
+        finally:
+            a.stop()
+
+
+
+
+class RegressionTest(unittest.TestCase):
+    """Cases a reviewer broke once; each must stay fixed."""
+
+    def check_config(self, s):
+        import subprocess
+        return subprocess.run(h.agent_wrapper() + [
+            h.agent_path(), "--config", s.config, "--check"],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+
+    def test_blank_separated_policy_and_wrap_lists(self):
+        say("policies and also_wrap_with split on blanks as well as commas "
+            "(30 entries): parsed, no overflow")
+        many = " ".join(["uid:1"] * 29)  # the INI reader caps lines at 200
+        s = h.Setup({ALIAS: {"allow_encrypt": many + " uid:0",
+                             "allow_decrypt": "uid:0 uid:1\tuid:2",
+                             "also_wrap_with": "b c"},
+                     "b": {}, "c": {}})
+        r = self.check_config(s)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        a = s.start()
+        try:
+            with h.Client(s.socket) as c:
+                ct = c.encrypt(ALIAS, b"x")
+                self.assertEqual(len(h.parse_header(ct)["edks"]), 3)
+        finally:
+            a.stop()
+
+    def test_key_rotated_in_place_is_noticed_by_reload(self):
+        say("a master key file rewritten in place: reload wipes the "
+            "alias's cached keys and new messages use the new key")
+        s = h.Setup({ALIAS: {}})
+        a = s.start()
+        try:
+            with h.Client(s.socket) as c:
+                c.encrypt(ALIAS, b"old", {"c": "A"})
+                kf = s.key_files[ALIAS]
+                newkey = os.urandom(32)
+                with open(kf, "wb") as f:
+                    f.write(newkey)
+                r = c.call("reload")
+                self.assertTrue(r["applied"])
+                self.assertEqual(c.stats()["cache"]["entries"], 0)
+                ct = c.encrypt(ALIAS, b"new", {"c": "A"})
+        finally:
+            a.stop()
+        b = s.start()   # a fresh agent holding only the new key
+        try:
+            with h.Client(s.socket) as c:
+                self.assertEqual(c.decrypt(ct)["plaintext"], b"new")
+        finally:
+            b.stop()
+
+    def test_fifo_key_file_does_not_hang(self):
+        say("a FIFO at key_file is refused at once, not waited on")
+        s = h.Setup({ALIAS: {}})
+        kf = s.key_files[ALIAS]
+        os.unlink(kf)
+        os.mkfifo(kf, 0o600)
+        r = self.check_config(s)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"not a regular file", r.stderr)
+
+    def test_check_rejects_what_start_would(self):
+        say("--check refuses a non-loopback metrics_listen and an unknown "
+            "socket_group, as start does")
+        for opt in ({"metrics_listen": "0.0.0.0:9999"},
+                    {"metrics_listen": "localhost:9999"},
+                    {"socket_group": "no-such-group-kc"}):
+            s = h.Setup({ALIAS: {}}, agent_opts=opt)
+            r = self.check_config(s)
+            self.assertNotEqual(r.returncode, 0, opt)
+
+    def test_read_timeout_after_length_prefix(self):
+        say("a frame whose 4-byte length arrived but whose body trickles "
+            "is closed at read_timeout, not idle_timeout")
+        s = h.Setup({ALIAS: {}}, agent_opts={"read_timeout": 2,
+                                             "idle_timeout": 60})
+        a = s.start()
+        try:
+            c = h.Client(s.socket)
+            t0 = time.monotonic()
+            c.send_raw(b"\x00\x00\x00\x40")
+            closed_after = None
+            for _ in range(10):   # bounded: at most ~10 s
+                time.sleep(1)
+                try:
+                    c.send_raw(b"\x80")
+                except OSError:
+                    closed_after = time.monotonic() - t0
+                    break
+                if c.is_closed(timeout=0.05):
+                    closed_after = time.monotonic() - t0
+                    break
+            say("closed after %s s" % closed_after)
+            self.assertIsNotNone(closed_after)
+            self.assertLess(closed_after, 6)
+            c.close()
+            h.assert_serving(s.socket)
+        finally:
+            a.stop()
+
+    def test_duplicate_request_keys_refused(self):
+        say("a request map with a key twice is refused (KC_EPROTO)")
+        import struct
+        s = h.Setup({ALIAS: {}})
+        a = s.start()
+        try:
+            c = h.Client(s.socket)
+            # {"id": 1, "op": "ping", "op": "stats"} by hand.
+            body = (b"\x83\xa2id\x01\xa2op\xa4ping\xa2op\xa5stats")
+            c.send_raw(struct.pack(">I", len(body)) + body)
+            r = c.recv()
+            h.expect_error(r, h.KC_EPROTO, rid=None)
+            c.ping()
+            c.close()
         finally:
             a.stop()
 
