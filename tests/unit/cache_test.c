@@ -698,6 +698,13 @@ test_grace_bridges_outage_and_ends_exactly(void **state)
     slow_complete(sp, KC_ETIMEOUT);
     assert_int_equal(s->n.encrypt, 3);
     assert_int_equal(s->m.grace_uses[METRICS_OP_ENCRYPT], 2);
+    /* The provider comes back: a fresh key, no more grace. */
+    send_encrypt_pending(f, DISPATCH_PENDING);
+    slow_complete(sp, 0);
+    assert_int_equal(s->n.encrypt, 4);
+    send_encrypt_pending(f, 0); /* cached again: answered at once */
+    assert_int_equal(s->n.encrypt, 5);
+    assert_int_equal(s->m.grace_uses[METRICS_OP_ENCRYPT], 2);
     dispatch_shutdown(&f->a);
     fixture_free(f);
 }
