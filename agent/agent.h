@@ -46,6 +46,7 @@ struct agent {
     struct pending *pending;         /* requests waiting on them */
     size_t npending;
     bool ready;                      /* pre-warm done, socket serving */
+    int (*on_serving)(struct agent *a); /* run once the loop is set up */
     size_t warmup_pending;           /* pre-warm fetches still running */
     size_t warmup_failed;
 };

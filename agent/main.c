@@ -92,6 +92,17 @@ activated_socket(void)
     return -1;
 }
 
+/* The socket is listening and signals are handled: start pre-warm. */
+static int
+on_serving(struct agent *a)
+{
+    if (warmup_start(a, on_ready) != 0) {
+        log_error("cannot start pre-warm");
+        return -1;
+    }
+    return 0;
+}
+
 static int
 resolve_group(const char *name, gid_t *gid)
 {
@@ -187,11 +198,9 @@ run(struct agent_config *cfg, const char *config_path,
         close(fd);
         goto out;
     }
-    if (warmup_start(&a, on_ready) != 0) {
-        log_error("cannot start pre-warm");
-        close(fd);
-        goto out;
-    }
+    /* Pre-warm (and so readiness) starts once the loop can take
+     * signals and connections: see on_serving. */
+    a.on_serving = on_serving;
     if (server_run(&a, fd, socket_path) == 0) {
         r = 0;
     }

@@ -901,6 +901,9 @@ server_run(struct agent *a, int listen_fd, const char *path)
         goto out;
     }
     log_info("listening on %s", path != NULL ? path : "the systemd socket");
+    if (a->on_serving != NULL && a->on_serving(a) != 0) {
+        goto out;
+    }
     if (event_base_dispatch(a->base) == -1) {
         log_error("event loop failed");
         goto out;
