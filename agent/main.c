@@ -2,6 +2,7 @@
  * main.c - keycache-agent: load the config, lock down the process, hold
  * data keys in locked memory and serve the Unix socket until told to stop.
  */
+#include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
 #include <grp.h>
@@ -51,11 +52,11 @@ harden_process(void)
     struct rlimit rl = {0, 0};
 
     if (setrlimit(RLIMIT_CORE, &rl) != 0) {
-        log_error("cannot disable core dumps: %m");
+        log_error("cannot disable core dumps: %s", strerror(errno));
         return -1;
     }
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
-        log_error("prctl(PR_SET_DUMPABLE, 0): %m");
+        log_error("prctl(PR_SET_DUMPABLE, 0): %s", strerror(errno));
         return -1;
     }
     signal(SIGPIPE, SIG_IGN);
