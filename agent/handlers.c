@@ -645,17 +645,30 @@ static int
 batch_run_item(struct req *rq, const msgpack_object *item,
                struct batch_state *bs, size_t i, struct flight **wait_on)
 {
-    struct req sub = *rq;
+    struct req sub;
     const char *op = NULL;
     size_t op_len = 0;
     int r;
 
+    /* Only what an item's handler reads (not the 400-byte message). */
+    sub.a = rq->a;
+    sub.peer = rq->peer;
     sub.map = item;
-    sub.is_item = true;
+    sub.id = rq->id;
     sub.msg[0] = '\0';
     sub.slot = NULL;
+    sub.pend = rq->pend;
     sub.wait_on = NULL;
+    sub.is_item = true;
+    sub.start_ns = rq->start_ns;
+    sub.batch_new = NULL;
     kc_buf_clear(&bs->results[i]);
+    /* Room for a typical result at once, not grown in copy-and-wipe
+     * steps: a message is its plaintext plus a few hundred bytes. */
+    if (kc_buf_reserve(&bs->results[i], 512) != 0) {
+        /* Out of memory: packing below grows it, or fails the same way
+         * every other reply does. */
+    }
     proto_packer_init(&sub.pk, &bs->results[i]);
     if (proto_get_str(item, "op", true, &op, &op_len) != 0) {
         r = fail(&sub, KC_EINVAL, "item field 'op' (string) is required");
