@@ -19,7 +19,6 @@ struct event_base;
 struct conn;
 struct flight;
 struct pending;
-struct staged;
 
 struct agent_counters {
     uint64_t requests;        /* frames dispatched */
@@ -32,7 +31,7 @@ struct agent {
     const struct agent_config *cfg;  /* the config in force */
     struct agent_config *cfg_owned;  /* owned: same as cfg */
     const char *config_path;         /* retained: for reload */
-    struct staged *reload_staged;    /* validated reload waiting */
+    struct keyring *retired;         /* old keyrings flights still use */
     struct keyring *keys;            /* owned */
     uint64_t keys_gen;               /* bumped when a reload swaps keys */
     struct cache *cache;             /* owned */

@@ -42,8 +42,10 @@ struct flight {
     uint64_t ttl_ms;
     struct provider_error perr;
     struct pending *waiters;
+    struct keyring *kr;         /* the keyring slot belongs to */
     /* background flights (pre-warm, refresh-ahead): told when done */
-    void (*on_done)(struct agent *a, struct keyslot *slot, int status);
+    void (*on_done)(struct agent *a, void *arg, int status);
+    void *on_done_arg;
     struct flight *prev;
     struct flight *next;
 };
@@ -55,6 +57,12 @@ flight_free(struct flight *f)
 {
     if (f == NULL) {
         return;
+    }
+    if (f->kr != NULL) {
+        f->kr->nflights--;
+        if (f->kr != f->a->keys && f->kr->nflights == 0) {
+            reload_retired_idle(f->a);
+        }
     }
     cache_entry_free(f->e);
     esdk_ec_clear(&f->ec);
@@ -78,6 +86,8 @@ flight_new(struct agent *a, struct keyslot *slot, const uint8_t *id,
     memcpy(f->id, id, CACHE_ID_LEN);
     f->a = a;
     f->slot = slot;
+    f->kr = a->keys;
+    a->keys->nflights++;
     esdk_ec_init(&f->ec);
     kc_buf_init(&f->ec_ser, 0);
     esdk_edk_list_init(&f->edk);
@@ -242,18 +252,18 @@ flight_unlink(struct flight *f)
 }
 
 static void
-reload_later(evutil_socket_t fd, short what, void *arg)
-{
-    reload_poll(arg);
-}
-
-static void
 flight_finish(struct flight *f, int status)
 {
     struct pending *p, *next;
 
     flight_unlink(f);
-    if (status == 0) {
+    if (status == 0 && f->kr != f->a->keys) {
+        /* A reload replaced this alias's keyring meanwhile: the key may
+         * belong to a removed or changed alias, so it is not cached; the
+         * waiters run again under the new config. */
+        log_info("key %s: data key fetched before a reload; not cached",
+                 f->slot->cfg->alias);
+    } else if (status == 0) {
         flight_commit(f);
     } else {
         note_provider_failure(f->slot, status, &f->perr);
@@ -269,16 +279,7 @@ flight_finish(struct flight *f, int status)
         dispatch_resume(p, f->id, status, &f->perr);
     }
     if (f->on_done != NULL) {
-        f->on_done(f->a, f->slot, status);
-    }
-    if (f->a->flights == NULL && f->a->reload_staged != NULL &&
-        f->a->base != NULL) {
-        /* Not from here: a provider is on the stack, and applying the
-         * reload frees the old providers.  Next loop turn instead. */
-        struct timeval now = {0, 0};
-
-        (void)event_base_once(f->a->base, -1, EV_TIMEOUT, reload_later,
-                              f->a, &now);
+        f->on_done(f->a, f->on_done_arg, status);
     }
     flight_free(f);
 }
@@ -386,7 +387,9 @@ flight_miss(struct req *rq, struct keyslot *slot,
     if (fl != NULL) {
         return fail_provider(rq, slot, fl->status, &fl->perr);
     }
-    slot->n.cache_misses++;
+    if (rq->pend == NULL) {
+        slot->n.cache_misses++; /* once per request, not per re-run */
+    }
     if ((f = flight_find(rq->a, id)) != NULL) {
         rq->wait_on = f;
         return REQ_PENDING;
@@ -453,13 +456,19 @@ static int
 flight_background(struct agent *a, struct keyslot *slot,
                   const uint8_t id[CACHE_ID_LEN], const struct esdk_ec *ec,
                   const uint8_t *ec_ser, size_t ec_len,
-                  void (*on_done)(struct agent *, struct keyslot *, int))
+                  void (*on_done)(struct agent *, void *, int), void *arg)
 {
-    struct flight *f;
+    struct flight *f = NULL;
     int r;
 
-    if (flight_find(a, id) != NULL) {
-        return 0;
+    if ((f = flight_find(a, id)) != NULL) {
+        /* Already in the air (a client's miss): hear its outcome. */
+        if (on_done != NULL && f->on_done == NULL) {
+            f->on_done = on_done;
+            f->on_done_arg = arg;
+            return 0;
+        }
+        return on_done != NULL ? KC_EBUSY : 0;
     }
     if ((r = flight_new(a, slot, id, ec, ec_ser, ec_len, &f)) != 0 ||
         (r = cache_entry_new(CACHE_ENC, slot, 32, &f->e)) != 0) {
@@ -469,6 +478,7 @@ flight_background(struct agent *a, struct keyslot *slot,
     f->stage = STAGE_GENERATE;
     f->ttl_ms = slot->cfg->ttl_ms;
     f->on_done = on_done;
+    f->on_done_arg = arg;
     r = flight_run(f);
     if (r == REQ_PENDING) {
         flight_link(a, f);
@@ -481,7 +491,7 @@ flight_background(struct agent *a, struct keyslot *slot,
     }
     flight_free(f);
     if (on_done != NULL) {
-        on_done(a, slot, r);
+        on_done(a, arg, r);
     }
     return 0;
 }
@@ -517,7 +527,8 @@ maybe_refresh(struct req *rq, struct keyslot *slot, struct cache_entry *e,
     slot->m.refreshes++;
     log_debug("key %s: fetching the next data key ahead of expiry",
               slot->cfg->alias);
-    (void)flight_background(rq->a, slot, next, ec, ec_ser, ec_len, NULL);
+    (void)flight_background(rq->a, slot, next, ec, ec_ser, ec_len, NULL,
+                            NULL);
 }
 
 /*
@@ -551,7 +562,7 @@ flight_enc_entry(struct req *rq, struct keyslot *slot,
     struct cache *c = rq->a->cache;
     const struct req_failure *fl;
     struct cache_entry *e;
-    struct flight *f;
+    struct flight *f = NULL;
     uint8_t id[CACHE_ID_LEN];
     bool stale;
     int r;
@@ -627,7 +638,7 @@ flight_enc_entry(struct req *rq, struct keyslot *slot,
 int
 flight_prewarm(struct agent *a, struct keyslot *slot,
                const struct esdk_ec *ec,
-               void (*on_done)(struct agent *, struct keyslot *, int))
+               void (*on_done)(struct agent *, void *, int), void *arg)
 {
     struct kc_buf ec_ser;
     uint8_t id[CACHE_ID_LEN];
@@ -637,8 +648,13 @@ flight_prewarm(struct agent *a, struct keyslot *slot,
     if ((r = esdk_ec_serialize(ec, &ec_ser)) == 0) {
         cache_id_enc(a->cache, slot->cfg->alias, ec_ser.data, ec_ser.len,
                      id);
+        if (cache_lookup(a->cache, id) != NULL) {
+            kc_buf_clear(&ec_ser);
+            on_done(a, arg, 0); /* already cached: nothing to fetch */
+            return 0;
+        }
         r = flight_background(a, slot, id, ec, ec_ser.data, ec_ser.len,
-                              on_done);
+                              on_done, arg);
     }
     kc_buf_clear(&ec_ser);
     return r;
@@ -652,7 +668,7 @@ flight_dec_key(struct req *rq, struct keyslot *slot,
     struct cache *c = rq->a->cache;
     const struct req_failure *fl;
     struct cache_entry *e;
-    struct flight *f;
+    struct flight *f = NULL;
     uint8_t id[CACHE_ID_LEN];
     bool stale;
     int r;

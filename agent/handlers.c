@@ -860,10 +860,6 @@ handle_reload(struct req *rq)
     }
     pack_ok_header(rq, 1);
     proto_pack_cstr(&rq->pk, "applied");
-    if (rq->a->reload_staged == NULL) {
-        msgpack_pack_true(&rq->pk);
-    } else {
-        msgpack_pack_false(&rq->pk);
-    }
+    msgpack_pack_true(&rq->pk);
     return 0;
 }

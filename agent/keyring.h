@@ -39,6 +39,9 @@ struct keyslot {
 struct keyring {
     struct keyslot *slots; /* owned, cfg->nkeys of them */
     size_t n;
+    size_t nflights;       /* provider flights still using these slots */
+    struct agent_config *cfg; /* owned once retired by a reload */
+    struct keyring *next_retired;
 };
 
 /*

@@ -209,8 +209,8 @@ run(struct agent_config *cfg, const char *config_path,
 out:
     metrics_http_stop();
     warmup_stop(&a);
+    dispatch_shutdown(&a); /* flights first: they hold retired keyrings */
     reload_discard(&a);
-    dispatch_shutdown(&a);
     cache_free(a.cache);
     keyring_free(a.keys);
     authz_policy_clear(&a.stats_policy);

@@ -3,11 +3,14 @@
  *
  * The new config and keyring are built and checked completely before
  * anything changes, so a bad file never disturbs the running agent.
- * The swap itself waits until no provider call is in flight, because a
- * flight holds pointers to its alias's slot and provider.
+ * The swap is immediate.  Provider calls still in the air hold their
+ * old keyring (and its config) alive: it is retired, and freed on a
+ * later loop turn once its last flight has landed, never from inside a
+ * provider callback.  What such a flight fetches is not cached.
  */
 #include "reload.h"
 
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +89,44 @@ carry_counters(struct keyring *old, struct keyring *nk)
     }
 }
 
+/* Free every retired keyring no flight uses any more. */
+static void
+retired_free_idle(struct agent *a)
+{
+    struct keyring **pp = &a->retired, *kr;
+
+    while ((kr = *pp) != NULL) {
+        if (kr->nflights > 0) {
+            pp = &kr->next_retired;
+            continue;
+        }
+        *pp = kr->next_retired;
+        config_free(kr->cfg);
+        kr->cfg = NULL;
+        keyring_free(kr);
+    }
+}
+
+static void
+retired_later(evutil_socket_t fd, short what, void *arg)
+{
+    retired_free_idle(arg);
+}
+
+void
+reload_retired_idle(struct agent *a)
+{
+    struct timeval now = {0, 0};
+
+    /* Called as a flight ends, with its provider still on the stack:
+     * free on the next loop turn. */
+    if (a->base == NULL ||
+        event_base_once(a->base, -1, EV_TIMEOUT, retired_later, a,
+                        &now) != 0) {
+        return; /* freed at exit by reload_discard instead */
+    }
+}
+
 static void
 apply(struct agent *a, struct staged *st)
 {
@@ -117,8 +158,11 @@ apply(struct agent *a, struct staged *st)
     a->stats_policy = st->stats_policy;
     agent_limits_from_config(&a->limits, st->cfg);
     log_init(st->cfg->log_level, st->cfg->log_json);
-    keyring_free(old_keys);
-    config_free(old_cfg);
+    /* Retire the old keyring with its config; free it once idle. */
+    old_keys->cfg = old_cfg;
+    old_keys->next_retired = a->retired;
+    a->retired = old_keys;
+    retired_free_idle(a);
     log_info("reloaded: %zu key aliases; %zu cached keys wiped for removed "
              "or changed aliases", a->keys->n, m.ndrop);
     if (warmup_start(a, NULL) != 0) {
@@ -179,33 +223,19 @@ reload_request(struct agent *a, char *err, size_t errlen)
     /* The wire limit cannot change under open connections. */
     st->cfg->max_frame = a->cfg->max_frame;
     warn_static(a->cfg, st->cfg);
-    staged_free(a->reload_staged);
-    a->reload_staged = st;
-    reload_poll(a);
-    if (a->reload_staged != NULL) {
-        log_info("reload validated; applying once provider calls in "
-                 "flight have landed");
-    }
-    return 0;
-}
-
-void
-reload_poll(struct agent *a)
-{
-    struct staged *st = a->reload_staged;
-
-    if (st == NULL || a->flights != NULL) {
-        return;
-    }
-    a->reload_staged = NULL;
     apply(a, st);
-    /* The staged parts now belong to the agent. */
-    free(st);
+    free(st); /* its parts now belong to the agent */
+    return 0;
 }
 
 void
 reload_discard(struct agent *a)
 {
-    staged_free(a->reload_staged);
-    a->reload_staged = NULL;
+    struct keyring *kr;
+
+    while ((kr = a->retired) != NULL) { /* at exit: flights are gone */
+        a->retired = kr->next_retired;
+        config_free(kr->cfg);
+        keyring_free(kr);
+    }
 }

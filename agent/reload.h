@@ -10,18 +10,20 @@
 /*
  * reload_request - load and validate a->config_path.  On failure the
  * running config stays and the reason is logged (and written to err).
- * On success the new keys, limits and policies apply as soon as no
- * provider call is in flight (at once for local keys); cached keys of
- * aliases that were removed, or whose provider or key changed, are
- * wiped.  Returns 0, KC_ECONFIG (or the key loading error), KC_ENOMEM.
+ * On success the new keys, limits and policies apply at once; cached
+ * keys of aliases that were removed, or whose key changed, are wiped;
+ * provider calls still in the air finish on the old keyring, and what
+ * they fetch is not cached.  Returns 0, KC_ECONFIG (or the key loading
+ * error), KC_ENOMEM.
  */
 KC_MUST_USE int reload_request(struct agent *a, char *err, size_t errlen);
 
-/* reload_poll - apply a validated reload if it is waiting and no flight
- * is in the air; called when flights land. */
-void reload_poll(struct agent *a);
+/* reload_retired_idle - a flight of a retired keyring has ended: free
+ * idle retired keyrings on the next loop turn. */
+void reload_retired_idle(struct agent *a);
 
-/* reload_discard - at exit: free a reload still waiting. */
+/* reload_discard - at exit, after flights are gone: free retired
+ * keyrings and a staged reload. */
 void reload_discard(struct agent *a);
 
 #endif /* KC_RELOAD_H */

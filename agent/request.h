@@ -142,7 +142,7 @@ int flight_dec_key(struct req *rq, struct keyslot *slot,
  */
 int flight_prewarm(struct agent *a, struct keyslot *slot,
                    const struct esdk_ec *ec,
-                   void (*on_done)(struct agent *, struct keyslot *, int));
+                   void (*on_done)(struct agent *, void *, int), void *arg);
 
 /* flight_join - add a pending request to a flight's waiters. */
 void flight_join(struct flight *f, struct pending *p);

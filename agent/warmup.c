@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "log.h"
@@ -88,14 +89,40 @@ each_context(const char *text, int (*fn)(const char *, size_t, void *),
     return 0;
 }
 
+/* Serialized contexts seen so far for one alias, to refuse repeats. */
+struct seen_list {
+    struct kc_buf v[64];
+    size_t n;
+};
+
 static int
 check_one(const char *s, size_t len, void *arg)
 {
+    struct seen_list *seen = arg;
+    struct kc_buf ser;
     struct esdk_ec ec;
+    size_t i;
     int r;
 
     esdk_ec_init(&ec);
-    r = parse_context(s, len, &ec);
+    kc_buf_init(&ser, 0);
+    if ((r = parse_context(s, len, &ec)) == 0 &&
+        (r = esdk_ec_serialize(&ec, &ser)) == 0) {
+        for (i = 0; i < seen->n; i++) {
+            if (seen->v[i].len == ser.len &&
+                (ser.len == 0 ||
+                 memcmp(seen->v[i].data, ser.data, ser.len) == 0)) {
+                r = KC_ECONFIG; /* the same context twice */
+            }
+        }
+        if (r == 0 && seen->n < sizeof(seen->v) / sizeof(seen->v[0])) {
+            seen->v[seen->n++] = ser;
+            kc_buf_init(&ser, 0);
+        } else if (r == 0) {
+            r = KC_ECONFIG; /* more than 64 contexts for one alias */
+        }
+    }
+    kc_buf_clear(&ser);
     esdk_ec_clear(&ec);
     return r;
 }
@@ -106,12 +133,23 @@ warmup_parse_check(const struct agent_config *cfg, char *err, size_t errlen)
     const struct key_config *k;
 
     for (k = cfg->keys; k != NULL; k = k->next) {
-        if (k->prewarm != NULL &&
-            each_context(k->prewarm, check_one, NULL) != 0) {
+        struct seen_list seen;
+        size_t i;
+        int r;
+
+        if (k->prewarm == NULL) {
+            continue;
+        }
+        seen.n = 0;
+        r = each_context(k->prewarm, check_one, &seen);
+        for (i = 0; i < seen.n; i++) {
+            kc_buf_clear(&seen.v[i]);
+        }
+        if (r != 0) {
             snprintf(err, errlen,
-                     "[key.%s] prewarm: expected contexts like "
-                     "'k=v,k=v | k=v' or '-' (keys unique, not aws-crypto-)",
-                     k->alias);
+                     "[key.%s] prewarm: expected at most 64 distinct "
+                     "contexts like 'k=v,k=v | k=v' or '-' (keys unique, "
+                     "not aws-crypto-)", k->alias);
             return KC_ECONFIG;
         }
     }
@@ -160,32 +198,48 @@ warm_check_ready(struct agent *a)
     }
 }
 
-/* Background flight outcome for one slot's pre-warm keys. */
-static void
-warm_done(struct agent *a, struct keyslot *slot, int status)
-{
-    size_t i;
+/*
+ * A flight's argument names the item as generation and index, never as
+ * a pointer: a reload restarts pre-warm, and an older flight landing
+ * afterwards must find nothing rather than freed memory.
+ */
+static unsigned int wu_gen;
 
-    if (wu == NULL) {
+static void *
+item_tag(size_t i)
+{
+    return (void *)(((uintptr_t)wu_gen << 20) | (uintptr_t)i);
+}
+
+static struct warm_item *
+item_of(void *tag)
+{
+    uintptr_t t = (uintptr_t)tag;
+    size_t i = (size_t)(t & 0xfffff);
+
+    if (wu == NULL || (t >> 20) != wu_gen || i >= wu->n) {
+        return NULL;
+    }
+    return &wu->items[i];
+}
+
+static void
+warm_done(struct agent *a, void *tag, int status)
+{
+    struct warm_item *it = item_of(tag);
+
+    if (it == NULL || it->done) {
         return;
     }
-    for (i = 0; i < wu->n; i++) {
-        /* Several contexts may share a slot: the first still pending
-         * takes the outcome, in the order they were started. */
-        if (wu->items[i].slot == slot && !wu->items[i].done) {
-            if (status == 0) {
-                wu->items[i].done = true;
-            } else {
-                a->warmup_failed++;
-                log_warn("key %s: pre-warm fetch failed: %s; retrying in "
-                         "%d s", slot->cfg->alias, kc_errname(status),
-                         WARMUP_RETRY_S);
-            }
-            break;
-        }
+    if (status == 0) {
+        it->done = true;
+    } else {
+        a->warmup_failed++;
+        log_warn("key %s: pre-warm fetch failed: %s; retrying in %d s",
+                 it->slot->cfg->alias, kc_errname(status), WARMUP_RETRY_S);
     }
     warm_check_ready(a);
-    if (status != 0 && wu->retry != NULL) {
+    if (!it->done && wu->retry != NULL) {
         struct timeval tv = {WARMUP_RETRY_S, 0};
 
         evtimer_add(wu->retry, &tv);
@@ -195,14 +249,20 @@ warm_done(struct agent *a, struct keyslot *slot, int status)
 static void
 warm_fetch_all(struct agent *a)
 {
+    struct timeval tv = {WARMUP_RETRY_S, 0};
     size_t i;
 
-    for (i = 0; i < wu->n; i++) {
-        if (!wu->items[i].done &&
-            flight_prewarm(a, wu->items[i].slot, &wu->items[i].ec,
-                           warm_done) != 0) {
-            log_warn("key %s: cannot start pre-warm fetch",
-                     wu->items[i].slot->cfg->alias);
+    for (i = 0; wu != NULL && i < wu->n; i++) {
+        if (wu->items[i].done) {
+            continue;
+        }
+        if (flight_prewarm(a, wu->items[i].slot, &wu->items[i].ec, warm_done,
+                           item_tag(i)) != 0) {
+            log_warn("key %s: cannot start pre-warm fetch; retrying in %d s",
+                     wu->items[i].slot->cfg->alias, WARMUP_RETRY_S);
+            if (wu->retry != NULL) {
+                evtimer_add(wu->retry, &tv);
+            }
         }
     }
 }
@@ -223,6 +283,7 @@ warmup_start(struct agent *a, void (*on_ready)(struct agent *))
     if ((wu = calloc(1, sizeof(*wu))) == NULL) {
         return KC_ENOMEM;
     }
+    wu_gen++;
     wu->on_ready = on_ready;
     aa.w = wu;
     for (i = 0; i < a->keys->n; i++) {
