@@ -9,6 +9,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "kms.h"
@@ -84,6 +85,27 @@ learn_arn(struct kms_client *k, const char *arn)
     kms_copy_str(k->resolved, sizeof(k->resolved), arn);
 }
 
+/*
+ * Does a GenerateDataKey/Encrypt answer name the configured key?  A key
+ * ARN must match exactly, a bare key id must end the ARN; an alias is
+ * resolved by KMS, so any ARN is taken (and learnt).
+ */
+static bool
+answer_is_our_key(const struct kms_client *k, const char *arn)
+{
+    const char *id = k->p.key->key_id;
+    size_t la = strlen(arn), li = strlen(id);
+
+    if (k->by_alias) {
+        return true;
+    }
+    if (strncmp(id, "arn:", 4) == 0) {
+        return strcmp(arn, id) == 0;
+    }
+    return la > li && strcmp(arn + la - li, id) == 0 &&
+           arn[la - li - 1] == '/';
+}
+
 static int
 aws_parse_ok(struct kms_client *k, struct kms_call *c, json_t *root)
 {
@@ -105,12 +127,12 @@ aws_parse_ok(struct kms_client *k, struct kms_call *c, json_t *root)
     if (c->op == KMS_OP_DECRYPT) {
         /* KMS enforced the KeyId we sent; the answer must also name
          * the key the EDK names, or the EDK's label lies. */
-        if (arn != NULL && c->expect_key != NULL &&
-            strcmp(arn, c->expect_key) != 0) {
+        if (c->expect_key != NULL &&
+            (arn == NULL || strcmp(arn, c->expect_key) != 0)) {
             kms_copy_str(c->err.code, sizeof(c->err.code), "KeyMismatch");
             snprintf(c->err.message, sizeof(c->err.message),
                      "Decrypt answered for key %.100s, the EDK names %.100s",
-                     arn, c->expect_key);
+                     arn != NULL ? arn : "(none)", c->expect_key);
             r = KC_EAUTH;
             goto out;
         }
@@ -124,6 +146,15 @@ aws_parse_ok(struct kms_client *k, struct kms_call *c, json_t *root)
         kms_b64_decode(blob, &ct) != 0 || ct.len == 0) {
         snprintf(c->err.message, sizeof(c->err.message),
                  "%s answer lacks CiphertextBlob or KeyId", c->action);
+        goto out;
+    }
+    if (!answer_is_our_key(k, arn)) {
+        /* An endpoint answering for another key must not relabel which
+         * EDKs this alias accepts. */
+        kms_copy_str(c->err.code, sizeof(c->err.code), "KeyMismatch");
+        snprintf(c->err.message, sizeof(c->err.message),
+                 "%s answered for key %.100s, configured %.100s", c->action,
+                 arn, k->p.key->key_id);
         goto out;
     }
     if ((r = esdk_edk_list_add(c->edks, AWS_PROVIDER_ID,
