@@ -965,48 +965,16 @@ out:
     return call_end(c, r);
 }
 
-int
-kc_stats_json(struct kc_client *c, char **json)
+/*
+ * Send op (no fields) and return, as JSON, the reply's map field (or,
+ * with field NULL, the whole reply map).
+ */
+static int
+call_fieldless_json(struct kc_client *c, const char *op, const char *field,
+                    char **json)
 {
     struct reply rep = {.live = false};
-    const msgpack_object *stats = NULL;
-    struct kc_buf req;
-    msgpack_packer pk;
-    size_t mark = 0;
-    uint64_t id = 0;
-    int64_t deadline = 0;
-    int r;
-
-    if (json != NULL) {
-        *json = NULL;
-    }
-    if (c == NULL || json == NULL) {
-        return KC_EINVAL;
-    }
-    if ((r = call_begin(c, &req, &mark, &pk, "stats", 0, 0, &id,
-                        &deadline)) != 0 ||
-        (r = client_req_end(c, &req, mark)) != 0 ||
-        (r = client_call(c, &req, id, deadline, &rep)) != 0) {
-        goto out;
-    }
-    if (proto_get_map(&rep.u.data, "stats", true, &stats) != 0) {
-        client_set_err(c, "agent reply lacks the 'stats' map");
-        r = KC_EPROTO;
-        goto out;
-    }
-    if ((r = stats_to_json(stats, json)) == KC_EPROTO) {
-        client_set_err(c, "agent stats cannot be expressed as JSON");
-    }
-out:
-    client_reply_done(c, &rep);
-    kc_buf_clear(&req);
-    return call_end(c, r);
-}
-
-int
-kc_call_json(struct kc_client *c, const char *op, char **json)
-{
-    struct reply rep = {.live = false};
+    const msgpack_object *obj = NULL;
     struct kc_buf req;
     msgpack_packer pk;
     size_t mark = 0;
@@ -1026,11 +994,29 @@ kc_call_json(struct kc_client *c, const char *op, char **json)
         (r = client_call(c, &req, id, deadline, &rep)) != 0) {
         goto out;
     }
-    if ((r = stats_to_json(&rep.u.data, json)) == KC_EPROTO) {
+    obj = &rep.u.data;
+    if (field != NULL && proto_get_map(&rep.u.data, field, true, &obj) != 0) {
+        client_set_err(c, "agent reply lacks the '%s' map", field);
+        r = KC_EPROTO;
+        goto out;
+    }
+    if ((r = stats_to_json(obj, json)) == KC_EPROTO) {
         client_set_err(c, "agent reply cannot be expressed as JSON");
     }
 out:
     client_reply_done(c, &rep);
     kc_buf_clear(&req);
     return call_end(c, r);
+}
+
+int
+kc_stats_json(struct kc_client *c, char **json)
+{
+    return call_fieldless_json(c, "stats", "stats", json);
+}
+
+int
+kc_call_json(struct kc_client *c, const char *op, char **json)
+{
+    return call_fieldless_json(c, op, NULL, json);
 }

@@ -660,6 +660,41 @@ cmd_ping(struct ctl *g, int argc, char **argv)
 }
 
 /*
+ * Open a client and send op (no fields).  On success *c, *json (the
+ * reply as JSON text) and *root (parsed) belong to the caller, freed by
+ * call_op_done; on failure the message is printed and the exit status
+ * returned.
+ */
+static int
+call_op(struct ctl *g, const char *op, struct kc_client **c, char **json,
+        json_t **root)
+{
+    int r;
+
+    *c = NULL;
+    *json = NULL;
+    *root = NULL;
+    if ((r = client_open(g, c)) != 0) {
+        return r;
+    }
+    if ((r = kc_call_json(*c, op, json)) != 0) {
+        return fail_kc(g, *c, r);
+    }
+    if ((*root = json_loads(*json, 0, NULL)) == NULL) {
+        return fail(g, "agent reply is not JSON");
+    }
+    return 0;
+}
+
+static void
+call_op_done(struct kc_client *c, char *json, json_t *root)
+{
+    json_decref(root);
+    kc_free(json);
+    kc_client_free(c);
+}
+
+/*
  * health [--live | --ready] [--json]: ask the agent's health op, which
  * any peer that can reach the socket may use.  --live: exit 0 when the
  * agent answers (its loop turns); --ready: exit 0 only once its pre-warm
@@ -707,14 +742,9 @@ cmd_health(struct ctl *g, int argc, char **argv)
     if (g->timeout_ms == 0) {
         g->timeout_ms = PROBE_TIMEOUT_MS;
     }
-    if ((r = client_open(g, &c)) != 0) {
+    if ((r = call_op(g, "health", &c, &json, &root)) != 0) {
         goto out;
     }
-    if ((r = kc_call_json(c, "health", &json)) != 0) {
-        r = fail_kc(g, c, r);
-        goto out;
-    }
-    root = json_loads(json, 0, NULL);
     ready = json_is_true(json_object_get(root, "ready"));
     if (as_json) {
         printf("%s\n", json);
@@ -727,9 +757,7 @@ cmd_health(struct ctl *g, int argc, char **argv)
     }
     r = want_ready && !ready ? EXIT_FAILURE : 0;
 out:
-    json_decref(root);
-    kc_free(json);
-    kc_client_free(c);
+    call_op_done(c, json, root);
     return r;
 }
 
@@ -747,25 +775,17 @@ cmd_metrics(struct ctl *g, int argc, char **argv)
                           NULL)) != -1) {
         return r;
     }
-    if ((r = client_open(g, &c)) != 0) {
+    if ((r = call_op(g, "metrics", &c, &json, &root)) != 0) {
         goto out;
     }
-    if ((r = kc_call_json(c, "metrics", &json)) != 0) {
-        r = fail_kc(g, c, r);
-        goto out;
-    }
-    root = json_loads(json, 0, NULL);
     text = json_object_get(root, "text");
     if (!json_is_string(text)) {
         r = fail(g, "agent reply lacks the metrics text");
         goto out;
     }
     fputs(json_string_value(text), stdout);
-    r = 0;
 out:
-    json_decref(root);
-    kc_free(json);
-    kc_client_free(c);
+    call_op_done(c, json, root);
     return r;
 }
 
@@ -782,23 +802,11 @@ cmd_reload(struct ctl *g, int argc, char **argv)
                           NULL)) != -1) {
         return r;
     }
-    if ((r = client_open(g, &c)) != 0) {
-        goto out;
+    /* The agent applies a valid config at once (or answers an error). */
+    if ((r = call_op(g, "reload", &c, &json, &root)) == 0) {
+        printf("reloaded: new config applied\n");
     }
-    if ((r = kc_call_json(c, "reload", &json)) != 0) {
-        r = fail_kc(g, c, r);
-        goto out;
-    }
-    root = json_loads(json, 0, NULL);
-    printf("%s\n", json_is_true(json_object_get(root, "applied"))
-                       ? "reloaded: new config applied"
-                       : "reload validated: applies once provider calls "
-                         "in flight land");
-    r = 0;
-out:
-    json_decref(root);
-    kc_free(json);
-    kc_client_free(c);
+    call_op_done(c, json, root);
     return r;
 }
 
