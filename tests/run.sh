@@ -201,20 +201,19 @@ build_failed()
     STATUS=1
 }
 
-# npm_install DIR: npm ci from DIR's lock file unless node_modules is
-# already there and newer than the lock file.
+# npm_install DIR: npm ci from DIR's lock file unless a completed install
+# (its stamp file newer than the lock file) is already there.
 npm_install()
 {
-    local dir=$1
+    local dir=$1 stamp=$1/node_modules/.kc-installed
 
-    if [ -d "$dir/node_modules" ] &&
-        [ "$dir/node_modules" -nt "$dir/package-lock.json" ]; then
+    if [ -f "$stamp" ] && [ "$stamp" -nt "$dir/package-lock.json" ]; then
         log "npm: $dir up to date"
         return 0
     fi
     log "npm: installing $dir"
     (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts) &&
-        touch "$dir/node_modules"
+        touch "$stamp"
 }
 
 VG_BUILDDIR=${KC_TEST_VG_BUILDDIR:-build-valgrind}

@@ -500,19 +500,13 @@ out:
     return r;
 }
 
-static void
-ali_free(struct provider *p)
-{
-    kms_client_free((struct kms_client *)p);
-}
-
 static const struct provider_ops ali_ops = {
     .name = ALI_PROVIDER_ID,
     .generate = ali_generate,
     .wrap = ali_wrap,
     .edk_matches = ali_edk_matches,
     .unwrap = ali_unwrap,
-    .free = ali_free,
+    .free = kms_provider_free,
 };
 
 int
@@ -520,19 +514,14 @@ alibaba_kms_new(const struct key_config *key, struct key_counters *counters,
                 struct event_base *base, struct provider **out, char *err,
                 size_t errlen)
 {
-    struct kms_client *k;
+    struct kms_client *k = NULL;
     char def[160];
     int r;
 
-    if ((k = calloc(1, sizeof(*k))) == NULL) {
-        return KC_ENOMEM;
-    }
-    k->p.ops = &ali_ops;
-    k->p.counters = counters;
     snprintf(def, sizeof(def), "https://kms.%s.aliyuncs.com", key->region);
-    if ((r = kms_client_init(k, &ali_backend, key, base, def, err,
-                             errlen)) != 0) {
-        goto fail;
+    if ((r = kms_client_new(&ali_ops, &ali_backend, key, counters, base,
+                            def, &k, err, errlen)) != 0) {
+        return r;
     }
     k->by_alias = ali_key_id_needs_resolving(key->key_id);
     if ((r = kms_creds_load_alibaba(key, &k->creds, err, errlen)) != 0) {
@@ -540,7 +529,8 @@ alibaba_kms_new(const struct key_config *key, struct key_counters *counters,
 
         kms_copy_str(why, sizeof(why), err);
         snprintf(err, errlen, "[key.%s] alibaba-kms: %s", key->alias, why);
-        goto fail;
+        kms_client_free(k);
+        return r;
     }
     log_info("key %s: alibaba-kms key %s%s via %s (signature %s), "
              "credentials from %s", key->alias, key->key_id,
@@ -549,7 +539,4 @@ alibaba_kms_new(const struct key_config *key, struct key_counters *counters,
              k->url, key->signature, k->creds.source);
     *out = &k->p;
     return 0;
-fail:
-    kms_client_free(k);
-    return r;
 }

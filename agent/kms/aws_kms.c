@@ -492,19 +492,13 @@ aws_unwrap(struct provider *p, const struct esdk_edk *edk,
     return kms_call_start_ex((struct kms_client *)p, &a, perr, done, arg);
 }
 
-static void
-aws_free(struct provider *p)
-{
-    kms_client_free((struct kms_client *)p);
-}
-
 static const struct provider_ops aws_ops = {
     .name = AWS_PROVIDER_ID,
     .generate = aws_generate,
     .wrap = aws_wrap,
     .edk_matches = aws_edk_matches,
     .unwrap = aws_unwrap,
-    .free = aws_free,
+    .free = kms_provider_free,
 };
 
 int
@@ -512,19 +506,14 @@ aws_kms_new(const struct key_config *key, struct key_counters *counters,
             struct event_base *base, struct provider **out, char *err,
             size_t errlen)
 {
-    struct kms_client *k;
+    struct kms_client *k = NULL;
     char def[160];
     int r;
 
-    if ((k = calloc(1, sizeof(*k))) == NULL) {
-        return KC_ENOMEM;
-    }
-    k->p.ops = &aws_ops;
-    k->p.counters = counters;
     snprintf(def, sizeof(def), "https://kms.%s.amazonaws.com", key->region);
-    if ((r = kms_client_init(k, &aws_backend, key, base, def, err,
-                             errlen)) != 0) {
-        goto fail;
+    if ((r = kms_client_new(&aws_ops, &aws_backend, key, counters, base,
+                            def, &k, err, errlen)) != 0) {
+        return r;
     }
     k->by_alias = key_id_is_alias(key->key_id);
     if ((r = kms_creds_load_aws(key, &k->creds, err, errlen)) != 0) {
@@ -532,7 +521,8 @@ aws_kms_new(const struct key_config *key, struct key_counters *counters,
 
         kms_copy_str(why, sizeof(why), err);
         snprintf(err, errlen, "[key.%s] aws-kms: %s", key->alias, why);
-        goto fail;
+        kms_client_free(k);
+        return r;
     }
     log_info("key %s: aws-kms key %s%s via %s, credentials from %s",
              key->alias, key->key_id,
@@ -540,7 +530,4 @@ aws_kms_new(const struct key_config *key, struct key_counters *counters,
              k->url, k->creds.source);
     *out = &k->p;
     return 0;
-fail:
-    kms_client_free(k);
-    return r;
 }

@@ -153,21 +153,27 @@ struct kms_call {
 };
 
 /*
- * kms_client_init - fill the shared parts of k for key (retained):
- * endpoint (key->endpoint, else default_url), HTTP layer, jansson's
- * wiping allocator.  The caller loads k->creds.  Returns 0, KC_ECONFIG
- * (bad endpoint; reason in err), KC_ENOMEM.
+ * kms_client_new - a client with the shared parts set for key
+ * (retained): provider ops and counters, endpoint (key->endpoint, else
+ * default_url), HTTP layer, jansson's wiping allocator.  The caller then
+ * loads (*out)->creds and frees with kms_client_free on failure.
+ * Returns 0, KC_ECONFIG (bad endpoint; reason in err), KC_ENOMEM.
  */
-KC_MUST_USE int kms_client_init(struct kms_client *k,
-                                const struct kms_backend *be,
-                                const struct key_config *key,
-                                struct event_base *base,
-                                const char *default_url, char *err,
-                                size_t errlen);
+KC_MUST_USE int kms_client_new(const struct provider_ops *ops,
+                               const struct kms_backend *be,
+                               const struct key_config *key,
+                               struct key_counters *counters,
+                               struct event_base *base,
+                               const char *default_url,
+                               struct kms_client **out, char *err,
+                               size_t errlen);
 
 /* kms_client_free - cancel every call, parked ones too (no callbacks),
- * free k. */
+ * free k.  NULL is a no-op. */
 void kms_client_free(struct kms_client *k);
+
+/* kms_provider_free - the provider_ops free of every KMS provider. */
+void kms_provider_free(struct provider *p);
 
 /* What one call is to do (kms_call_start_ex); unused fields zero. */
 struct kms_call_args {

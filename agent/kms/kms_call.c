@@ -264,25 +264,35 @@ parse_endpoint(struct kms_client *k, const char *ep, char *err,
 }
 
 int
-kms_client_init(struct kms_client *k, const struct kms_backend *be,
-                const struct key_config *key, struct event_base *base,
-                const char *default_url, char *err, size_t errlen)
+kms_client_new(const struct provider_ops *ops, const struct kms_backend *be,
+               const struct key_config *key, struct key_counters *counters,
+               struct event_base *base, const char *default_url,
+               struct kms_client **out, char *err, size_t errlen)
 {
+    struct kms_client *k;
     int r;
 
+    if ((k = calloc(1, sizeof(*k))) == NULL) {
+        return KC_ENOMEM;
+    }
     json_allocator_once();
+    k->p.ops = ops;
+    k->p.counters = counters;
     k->be = be;
     k->p.key = key;
     k->p.base = base;
     if ((r = parse_endpoint(k, key->endpoint != NULL ? key->endpoint
                                                      : default_url,
                             err, errlen)) != 0) {
+        kms_client_free(k);
         return r;
     }
     if ((r = http_new(base, &k->http)) != 0) {
         snprintf(err, errlen, "[key.%s] cannot set up HTTP", key->alias);
+        kms_client_free(k);
         return r;
     }
+    *out = k;
     return 0;
 }
 
@@ -327,6 +337,12 @@ kms_client_free(struct kms_client *k)
     free(k->url);
     free(k->host);
     free(k);
+}
+
+void
+kms_provider_free(struct provider *p)
+{
+    kms_client_free((struct kms_client *)p);
 }
 
 /* ---- one call ----------------------------------------------------------- */
