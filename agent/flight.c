@@ -448,6 +448,27 @@ note_grace(struct keyslot *slot, struct cache_entry *e, enum metrics_op op)
 }
 
 /*
+ * A provider call failed at once (no re-run will follow): bridge with
+ * the key still within its outage grace, if there is one (and, when
+ * key_len is not 0, of that length).  Returns it, counted, or NULL.
+ */
+static struct cache_entry *
+grace_bridge(struct cache *c, struct keyslot *slot,
+             const uint8_t id[CACHE_ID_LEN], uint64_t grace_ms,
+             size_t key_len, enum metrics_op op)
+{
+    struct cache_entry *e;
+    bool stale;
+
+    e = cache_lookup_grace(c, id, grace_ms, &stale);
+    if (e == NULL || !stale || (key_len != 0 && e->dk_len != key_len)) {
+        return NULL;
+    }
+    note_grace(slot, e, op);
+    return e;
+}
+
+/*
  * Start a flight that no request waits on (pre-warm, refresh-ahead).
  * on_done, if given, hears the outcome.  Returns 0 (started, or already
  * in the air, or done at once) or an error starting it.
@@ -621,10 +642,8 @@ flight_enc_entry(struct req *rq, struct keyslot *slot,
     f->ttl_ms = k->ttl_ms;
     r = flight_start(rq, f, out);
     if (r != 0 && r != REQ_PENDING && e != NULL && stale &&
-        (e = cache_lookup_grace(c, id, k->encrypt_grace_ms, &stale)) != NULL &&
-        stale) {
-        /* The provider failed at once: bridge with the stale key. */
-        note_grace(slot, e, METRICS_OP_ENCRYPT);
+        (e = grace_bridge(c, slot, id, k->encrypt_grace_ms, 0,
+                          METRICS_OP_ENCRYPT)) != NULL) {
         *out = e;
         return 0;
     }
@@ -707,10 +726,8 @@ flight_dec_key(struct req *rq, struct keyslot *slot,
     f->ttl_ms = slot->cfg->decrypt_ttl_ms;
     r = flight_start(rq, f, &e);
     if (r != 0 && r != REQ_PENDING && stale &&
-        (e = cache_lookup_grace(c, id, slot->cfg->decrypt_grace_ms,
-                                &stale)) != NULL &&
-        stale && e->dk_len == h->suite->key_len) {
-        note_grace(slot, e, METRICS_OP_DECRYPT);
+        (e = grace_bridge(c, slot, id, slot->cfg->decrypt_grace_ms,
+                          h->suite->key_len, METRICS_OP_DECRYPT)) != NULL) {
         *dk = e->dk;
         return 0;
     }
