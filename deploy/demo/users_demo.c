@@ -19,14 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <keycache.h>
+
+#include "users_data.h"
 
 #define DEMO_DEFAULT_COUNT 300
 #define DEMO_SHOW_ROWS     3
 #define DEMO_SHOW_CHARS    56
-#define DEMO_FIELD_MAX     96
 
 struct demo {
     struct kc_client *kc;
@@ -43,46 +43,6 @@ static const struct kc_context_pair email_ctx[] = {
     {"column", "email"},
 };
 #define EMAIL_NCTX (sizeof(email_ctx) / sizeof(email_ctx[0]))
-
-static const char *const first_names[] = {
-    "Ada", "Ben", "Chloe", "Dmitri", "Elif", "Farah", "Goran", "Hana",
-    "Ines", "Jonas", "Keiko", "Luis", "Maya", "Nils", "Olu", "Priya",
-    "Quentin", "Rosa", "Sven", "Tariq",
-};
-static const char *const last_names[] = {
-    "Abara", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia",
-    "Haddad", "Ivanova", "Jensen", "Kowalski", "Lindqvist", "Moreau",
-    "Nakamura", "Okafor",
-};
-#define NFIRST (sizeof(first_names) / sizeof(first_names[0]))
-#define NLAST  (sizeof(last_names) / sizeof(last_names[0]))
-
-/* The i-th user, the same on every run (so read-back can be checked). */
-static void
-make_user(int i, char *name, char *email)
-{
-    const char *first = first_names[(size_t)i % NFIRST];
-    const char *last = last_names[((size_t)i * 7 + (size_t)i / NFIRST) %
-                                  NLAST];
-    size_t k;
-
-    snprintf(name, DEMO_FIELD_MAX, "%s %s", first, last);
-    snprintf(email, DEMO_FIELD_MAX, "%s.%s.%d@example.org", first, last, i);
-    for (k = 0; email[k] != '\0'; k++) {
-        if (email[k] >= 'A' && email[k] <= 'Z') {
-            email[k] = (char)(email[k] - 'A' + 'a');
-        }
-    }
-}
-
-static double
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static int
 kc_fail(const struct demo *d, const char *what, int id, int r)
@@ -117,12 +77,12 @@ seal_email(struct demo *d, int id, const char *email, char **b64)
 {
     uint8_t *ct = NULL;
     size_t ct_len = 0;
-    double t0 = now_ms();
+    double t0 = users_now_ms();
     int r;
 
     r = kc_encrypt(d->kc, d->alias, email_ctx, EMAIL_NCTX,
                    (const uint8_t *)email, strlen(email), &ct, &ct_len);
-    d->enc_ms += now_ms() - t0;
+    d->enc_ms += users_now_ms() - t0;
     if (r != 0) {
         return kc_fail(d, "encrypt", id, r);
     }
@@ -139,11 +99,11 @@ seal_email(struct demo *d, int id, const char *email, char **b64)
 static int
 insert_one(struct demo *d, sqlite3_stmt *st, int id)
 {
-    char name[DEMO_FIELD_MAX], email[DEMO_FIELD_MAX];
+    char name[USERS_FIELD_MAX], email[USERS_FIELD_MAX];
     char *b64 = NULL;
     int r = -1;
 
-    make_user(id, name, email);
+    users_make(id, name, email);
     if (seal_email(d, id, email, &b64) != 0) {
         goto out;
     }
@@ -238,14 +198,14 @@ open_email(struct demo *d, int id, const char *b64, uint8_t **pt,
     if ((r = kc_base64_decode(b64, strlen(b64), &ct, &ct_len)) != 0) {
         return kc_fail(d, "stored email is not Base64", id, r);
     }
-    t0 = now_ms();
+    t0 = users_now_ms();
     r = kc_decrypt(d->kc, ct, ct_len, email_ctx, EMAIL_NCTX, &raw, &raw_len);
-    d->dec_ms += now_ms() - t0;
+    d->dec_ms += users_now_ms() - t0;
     kc_free(ct);
     if (r != 0) {
         return kc_fail(d, "decrypt", id, r);
     }
-    if (raw_len >= DEMO_FIELD_MAX) {
+    if (raw_len >= USERS_FIELD_MAX) {
         kc_free(raw);
         fprintf(stderr, "users_demo: row %d: email too long\n", id);
         return -1;
@@ -259,8 +219,8 @@ open_email(struct demo *d, int id, const char *b64, uint8_t **pt,
 static int
 check_row(struct demo *d, int id, const char *name, const char *b64)
 {
-    char want_name[DEMO_FIELD_MAX], want[DEMO_FIELD_MAX];
-    char got[DEMO_FIELD_MAX];
+    char want_name[USERS_FIELD_MAX], want[USERS_FIELD_MAX];
+    char got[USERS_FIELD_MAX];
     uint8_t *pt = NULL;
     size_t pt_len = 0;
     int ok;
@@ -271,7 +231,7 @@ check_row(struct demo *d, int id, const char *name, const char *b64)
     memcpy(got, pt, pt_len);
     got[pt_len] = '\0';
     kc_free(pt);
-    make_user(id, want_name, want);
+    users_make(id, want_name, want);
     ok = strcmp(got, want) == 0 && strcmp(name, want_name) == 0;
     if (id <= DEMO_SHOW_ROWS) {
         printf("  %3d | %-18s | %s\n", id, name, got);

@@ -26,14 +26,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <keycache.h>
+
+#include "users_data.h"
 
 #define PG_DEFAULT_COUNT 300
 #define PG_SHOW_ROWS     3
 #define PG_SHOW_CHARS    56
-#define PG_FIELD_MAX     96
 #define PG_CHUNK         256
 
 struct pgdemo {
@@ -52,44 +52,6 @@ static const struct kc_context_pair email_ctx[] = {
     {"column", "email"},
 };
 #define EMAIL_NCTX (sizeof(email_ctx) / sizeof(email_ctx[0]))
-
-static const char *const first_names[] = {
-    "Ada", "Ben", "Chloe", "Dmitri", "Elif", "Farah", "Goran", "Hana",
-    "Ines", "Jonas", "Keiko", "Luis", "Maya", "Nils", "Olu", "Priya",
-};
-static const char *const last_names[] = {
-    "Abara", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia",
-    "Haddad", "Ivanova", "Jensen", "Kowalski",
-};
-#define NFIRST (sizeof(first_names) / sizeof(first_names[0]))
-#define NLAST  (sizeof(last_names) / sizeof(last_names[0]))
-
-/* The i-th user, the same on every run (so read-back can be checked). */
-static void
-make_user(int i, char *name, char *email)
-{
-    const char *first = first_names[(size_t)i % NFIRST];
-    const char *last = last_names[((size_t)i * 5 + (size_t)i / NFIRST) %
-                                  NLAST];
-    size_t k;
-
-    snprintf(name, PG_FIELD_MAX, "%s %s", first, last);
-    snprintf(email, PG_FIELD_MAX, "%s.%s.%d@example.net", first, last, i);
-    for (k = 0; email[k] != '\0'; k++) {
-        if (email[k] >= 'A' && email[k] <= 'Z') {
-            email[k] = (char)(email[k] - 'A' + 'a');
-        }
-    }
-}
-
-static double
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static int
 kc_fail(const struct pgdemo *d, const char *what, int id, int r)
@@ -123,7 +85,7 @@ pq_cmd(struct pgdemo *d, const char *sql)
 static int
 insert_chunk(struct pgdemo *d, int first, int n)
 {
-    char names[PG_CHUNK][PG_FIELD_MAX], emails[PG_CHUNK][PG_FIELD_MAX];
+    char names[PG_CHUNK][USERS_FIELD_MAX], emails[PG_CHUNK][USERS_FIELD_MAX];
     struct kc_batch_item items[PG_CHUNK];
     struct kc_item_result res[PG_CHUNK];
     char idbuf[16], *b64 = NULL;
@@ -135,7 +97,7 @@ insert_chunk(struct pgdemo *d, int first, int n)
     memset(items, 0, sizeof(items));
     memset(res, 0, sizeof(res));
     for (i = 0; i < n; i++) {
-        make_user(first + i, names[i], emails[i]);
+        users_make(first + i, names[i], emails[i]);
         items[i].op = KC_OP_ENCRYPT;
         items[i].alias = d->alias;
         items[i].ctx = email_ctx;
@@ -143,9 +105,9 @@ insert_chunk(struct pgdemo *d, int first, int n)
         items[i].data = (const uint8_t *)emails[i];
         items[i].len = strlen(emails[i]);
     }
-    t0 = now_ms();
+    t0 = users_now_ms();
     r = kc_batch(d->kc, items, (size_t)n, res);
-    d->enc_ms += now_ms() - t0;
+    d->enc_ms += users_now_ms() - t0;
     if (r != 0) {
         kc_fail(d, "encrypt batch", first, r);
         goto out;
@@ -177,7 +139,7 @@ insert_chunk(struct pgdemo *d, int first, int n)
 out:
     kc_item_results_clear(res, (size_t)n);
     for (i = 0; i < n; i++) {
-        explicit_bzero(emails[i], PG_FIELD_MAX);
+        explicit_bzero(emails[i], USERS_FIELD_MAX);
     }
     return rc;
 }
@@ -271,7 +233,7 @@ show_stored(struct pgdemo *d)
 static int
 check_row(struct pgdemo *d, int id, const char *name, const char *b64)
 {
-    char want_name[PG_FIELD_MAX], want[PG_FIELD_MAX];
+    char want_name[USERS_FIELD_MAX], want[USERS_FIELD_MAX];
     uint8_t *ct = NULL, *pt = NULL;
     size_t ct_len = 0, pt_len = 0;
     double t0;
@@ -280,14 +242,14 @@ check_row(struct pgdemo *d, int id, const char *name, const char *b64)
     if ((r = kc_base64_decode(b64, strlen(b64), &ct, &ct_len)) != 0) {
         return kc_fail(d, "stored email is not Base64", id, r);
     }
-    t0 = now_ms();
+    t0 = users_now_ms();
     r = kc_decrypt(d->kc, ct, ct_len, email_ctx, EMAIL_NCTX, &pt, &pt_len);
-    d->dec_ms += now_ms() - t0;
+    d->dec_ms += users_now_ms() - t0;
     kc_free(ct);
     if (r != 0) {
         return kc_fail(d, "decrypt", id, r);
     }
-    make_user(id, want_name, want);
+    users_make(id, want_name, want);
     ok = pt_len == strlen(want) && memcmp(pt, want, pt_len) == 0 &&
          strcmp(name, want_name) == 0;
     if (id <= PG_SHOW_ROWS) {
