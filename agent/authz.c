@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
+
 static int
 parse_id(const char *s, size_t len, unsigned int *out)
 {
@@ -108,8 +110,8 @@ int
 authz_policy_parse(const char *text, struct authz_policy *p, char *err,
                    size_t errlen)
 {
-    const char *s = text;
-    size_t cap = 1;
+    const char *pos = text, *item;
+    size_t len;
     int r;
 
     memset(p, 0, sizeof(*p));
@@ -117,26 +119,16 @@ authz_policy_parse(const char *text, struct authz_policy *p, char *err,
         p->is_default = true;
         return 0;
     }
-    /* Entries are split on commas and blanks alike: every entry takes
-     * at least one byte and one separator, so this bounds their count. */
-    cap = strlen(text) / 2 + 1;
-    if ((p->rules = calloc(cap, sizeof(*p->rules))) == NULL) {
+    p->rules = calloc(config_list_count(text) + 1, sizeof(*p->rules));
+    if (p->rules == NULL) {
         return KC_ENOMEM;
     }
-    while (*s != '\0') {
-        size_t len;
-
-        s += strspn(s, " \t,");
-        len = strcspn(s, " \t,");
-        if (len == 0) {
-            break;
-        }
-        if ((r = parse_rule(s, len, &p->rules[p->n], err, errlen)) != 0) {
+    while (config_list_next(&pos, &item, &len)) {
+        if ((r = parse_rule(item, len, &p->rules[p->n], err, errlen)) != 0) {
             authz_policy_clear(p);
             return r;
         }
         p->n++;
-        s += len;
     }
     if (p->n == 0) {
         snprintf(err, errlen, "empty policy: omit the line for the default "

@@ -678,6 +678,31 @@ out:
     return r;
 }
 
+#define LIST_SEPARATORS " \t,"
+
+bool
+config_list_next(const char **pos, const char **item, size_t *len)
+{
+    const char *p = *pos + strspn(*pos, LIST_SEPARATORS);
+
+    *item = p;
+    *len = strcspn(p, LIST_SEPARATORS);
+    *pos = p + *len;
+    return *len > 0;
+}
+
+size_t
+config_list_count(const char *text)
+{
+    const char *item;
+    size_t len, n = 0;
+
+    while (config_list_next(&text, &item, &len)) {
+        n++;
+    }
+    return n;
+}
+
 const struct key_config *
 config_find_key(const struct agent_config *cfg, const char *alias,
                 size_t len)

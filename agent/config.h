@@ -153,6 +153,16 @@ KC_MUST_USE int config_load(const char *path, struct agent_config **out,
 int config_parse_listen(const char *spec, char *host, size_t hostlen,
                         uint16_t *port);
 
+/*
+ * config_list_next - step through a list value ("a, b c"): items are
+ * separated by commas and blanks alike.  Sets *item and *len to the next
+ * item and advances *pos past it; returns false at the end.
+ */
+bool config_list_next(const char **pos, const char **item, size_t *len);
+
+/* config_list_count - how many items config_list_next will yield. */
+size_t config_list_count(const char *text);
+
 /* config_find_key - the alias's section, or NULL. */
 const struct key_config *config_find_key(const struct agent_config *cfg,
                                          const char *alias, size_t len);

@@ -18,37 +18,27 @@ static int
 resolve_extras(struct keyring *kr, struct keyslot *s, char *err,
                size_t errlen)
 {
-    const char *p = s->cfg->also_wrap_with;
-    size_t cap = 1;
+    const char *pos = s->cfg->also_wrap_with, *item;
+    size_t len;
 
-    if (p == NULL) {
+    if (pos == NULL) {
         return 0;
     }
-    /* Entries are split on commas and blanks alike: every entry takes
-     * at least one byte and one separator, so this bounds their count. */
-    cap = strlen(p) / 2 + 1;
-    if ((s->extra = calloc(cap, sizeof(*s->extra))) == NULL) {
+    if ((s->extra = calloc(config_list_count(pos) + 1,
+                           sizeof(*s->extra))) == NULL) {
         return KC_ENOMEM;
     }
-    while (*p != '\0') {
-        size_t len;
-        struct keyslot *x;
+    while (config_list_next(&pos, &item, &len)) {
+        struct keyslot *x = keyring_find(kr, item, len);
 
-        p += strspn(p, " \t,");
-        len = strcspn(p, " \t,");
-        if (len == 0) {
-            break;
-        }
-        x = keyring_find(kr, p, len);
         if (x == NULL || x == s) {
             snprintf(err, errlen,
                      "[key.%s] also_wrap_with names '%.*s', which is %s",
-                     s->cfg->alias, (int)len, p,
+                     s->cfg->alias, (int)len, item,
                      x == NULL ? "not a configured alias" : "the key itself");
             return KC_ECONFIG;
         }
         s->extra[s->nextra++] = x;
-        p += len;
     }
     return 0;
 }
