@@ -678,6 +678,12 @@ out:
     return r;
 }
 
+bool
+config_str_same(const char *a, const char *b)
+{
+    return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
 #define LIST_SEPARATORS " \t,"
 
 bool

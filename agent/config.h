@@ -163,6 +163,9 @@ bool config_list_next(const char **pos, const char **item, size_t *len);
 /* config_list_count - how many items config_list_next will yield. */
 size_t config_list_count(const char *text);
 
+/* config_str_same - equal strings, or both NULL. */
+bool config_str_same(const char *a, const char *b);
+
 /* config_find_key - the alias's section, or NULL. */
 const struct key_config *config_find_key(const struct agent_config *cfg,
                                          const char *alias, size_t len);

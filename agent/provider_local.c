@@ -299,18 +299,12 @@ provider_new(const struct key_config *key, struct key_counters *counters,
     return r;
 }
 
-static bool
-str_same(const char *a, const char *b)
-{
-    return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
-}
-
 bool
 provider_same_key(const struct provider *a, const struct provider *b)
 {
     const struct key_config *ka = a->key, *kb = b->key;
 
-    if (a->ops != b->ops || !str_same(ka->provider, kb->provider)) {
+    if (a->ops != b->ops || !config_str_same(ka->provider, kb->provider)) {
         return false;
     }
     if (a->ops == &local_ops) {
@@ -318,11 +312,12 @@ provider_same_key(const struct provider *a, const struct provider *b)
         const struct provider_local *lb = (const struct provider_local *)b;
 
         return sodium_memcmp(la->master, lb->master, MASTER_KEY_LEN) == 0 &&
-               str_same(ka->ns, kb->ns) && str_same(ka->name, kb->name);
+               config_str_same(ka->ns, kb->ns) &&
+               config_str_same(ka->name, kb->name);
     }
-    return str_same(ka->key_id, kb->key_id) &&
-           str_same(ka->region, kb->region) &&
-           str_same(ka->endpoint, kb->endpoint);
+    return config_str_same(ka->key_id, kb->key_id) &&
+           config_str_same(ka->region, kb->region) &&
+           config_str_same(ka->endpoint, kb->endpoint);
 }
 
 void

@@ -24,25 +24,19 @@ struct staged {
     struct authz_policy stats_policy;
 };
 
+/*
+ * Cached data keys of an alias stay valid across a reload when the same
+ * key, from the same key file, wraps them (provider_same_key: for local
+ * keys, the key bytes) and the messages they head are written alike
+ * (suite, frame length: an encryption entry keeps a header template).
+ */
 static bool
-str_same(const char *a, const char *b)
+entries_still_valid(const struct keyslot *o, const struct keyslot *n)
 {
-    if (a == NULL || b == NULL) {
-        return a == b;
-    }
-    return strcmp(a, b) == 0;
-}
-
-/* Same alias backed by the same key: its cached data keys stay valid. */
-static bool
-key_unchanged(const struct key_config *o, const struct key_config *n)
-{
-    return str_same(o->provider, n->provider) &&
-           str_same(o->key_file, n->key_file) && str_same(o->ns, n->ns) &&
-           str_same(o->name, n->name) && str_same(o->key_id, n->key_id) &&
-           str_same(o->region, n->region) &&
-           str_same(o->endpoint, n->endpoint) && o->suite == n->suite &&
-           o->frame_len == n->frame_len;
+    return provider_same_key(o->provider, n->provider) &&
+           config_str_same(o->cfg->key_file, n->cfg->key_file) &&
+           o->cfg->suite == n->cfg->suite &&
+           o->cfg->frame_len == n->cfg->frame_len;
 }
 
 struct remap {
@@ -61,8 +55,7 @@ remap_visit(const struct cache_entry *ce, void *arg)
     const char *alias = e->slot->cfg->alias;
     struct keyslot *ns = keyring_find(m->nk, alias, strlen(alias));
 
-    if (ns != NULL && key_unchanged(e->slot->cfg, ns->cfg) &&
-        provider_same_key(e->slot->provider, ns->provider)) {
+    if (ns != NULL && entries_still_valid(e->slot, ns)) {
         e->slot->entries--;
         ns->entries++;
         e->slot = ns;
@@ -174,9 +167,9 @@ apply(struct agent *a, struct staged *st)
 static void
 warn_static(const struct agent_config *o, const struct agent_config *n)
 {
-    if (!str_same(o->socket_path, n->socket_path) ||
+    if (!config_str_same(o->socket_path, n->socket_path) ||
         o->socket_mode != n->socket_mode ||
-        !str_same(o->socket_group, n->socket_group)) {
+        !config_str_same(o->socket_group, n->socket_group)) {
         log_warn("reload: socket settings changed; they apply at restart");
     }
     if (o->capacity != n->capacity) {
@@ -185,7 +178,7 @@ warn_static(const struct agent_config *o, const struct agent_config *n)
     if (o->max_frame != n->max_frame) {
         log_warn("reload: max_frame changed; it applies at restart");
     }
-    if (!str_same(o->metrics_listen, n->metrics_listen)) {
+    if (!config_str_same(o->metrics_listen, n->metrics_listen)) {
         log_warn("reload: metrics_listen changed; it applies at restart");
     }
 }
