@@ -112,15 +112,9 @@ static int
 pack_error_frame(struct req *rq, struct kc_buf *out, size_t mark,
                  bool has_id, int code)
 {
-    int r;
-
     kc_wipe(out->data + mark, out->len - mark);
     out->len = mark;
-    if ((r = proto_frame_begin(out, &mark)) != 0) {
-        return r;
-    }
-    proto_pack_error(&rq->pk, has_id, rq->id, code, rq->msg);
-    return proto_frame_end(out, mark, SIZE_MAX);
+    return proto_error_frame(out, has_id, rq->id, code, rq->msg);
 }
 
 /*

@@ -388,16 +388,10 @@ static void
 conn_fail(struct conn *c, int code, const char *msg)
 {
     struct kc_buf out;
-    msgpack_packer pk;
-    size_t mark;
 
     kc_buf_init(&out, 0);
-    if (proto_frame_begin(&out, &mark) == 0) {
-        proto_packer_init(&pk, &out);
-        proto_pack_error(&pk, false, 0, code, msg);
-        if (proto_frame_end(&out, mark, SIZE_MAX) == 0) {
-            bufferevent_write(c->bev, out.data, out.len);
-        }
+    if (proto_error_frame(&out, false, 0, code, msg) == 0) {
+        bufferevent_write(c->bev, out.data, out.len);
     }
     kc_buf_clear(&out);
     log_debug("connection from pid %ld: %s; closing", (long)c->peer.pid, msg);
@@ -660,19 +654,14 @@ refuse_connection(struct server *srv, int fd, const struct authz_peer *peer)
 {
     static uint64_t last_log_ms;
     struct kc_buf out;
-    msgpack_packer pk;
-    size_t mark;
     uint64_t now = cache_clock_monotonic();
 
     kc_buf_init(&out, 0);
-    if (proto_frame_begin(&out, &mark) == 0) {
-        proto_packer_init(&pk, &out);
-        proto_pack_error(&pk, false, 0, KC_EBUSY,
-                         "too many connections (max_connections or "
-                         "max_connections_per_uid); try again later");
-        if (proto_frame_end(&out, mark, SIZE_MAX) == 0) {
-            (void)send(fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        }
+    if (proto_error_frame(&out, false, 0, KC_EBUSY,
+                          "too many connections (max_connections or "
+                          "max_connections_per_uid); try again later") ==
+        0) {
+        (void)send(fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
     }
     kc_buf_clear(&out);
     close(fd);

@@ -431,3 +431,19 @@ proto_pack_error(msgpack_packer *pk, bool has_id, uint64_t id, int code,
     }
     pack_error_fields(pk, code, message);
 }
+
+int
+proto_error_frame(struct kc_buf *b, bool has_id, uint64_t id, int code,
+                  const char *message)
+{
+    msgpack_packer pk;
+    size_t mark;
+    int r;
+
+    if ((r = proto_frame_begin(b, &mark)) != 0) {
+        return r;
+    }
+    proto_packer_init(&pk, b);
+    proto_pack_error(&pk, has_id, id, code, message);
+    return proto_frame_end(b, mark, SIZE_MAX);
+}

@@ -116,4 +116,11 @@ void proto_pack_error_body(msgpack_packer *pk, int code, const char *message);
 void proto_pack_error(msgpack_packer *pk, bool has_id, uint64_t id, int code,
                       const char *message);
 
+/*
+ * proto_error_frame - append one whole error-response frame to b (see
+ * proto_pack_error).  Returns 0 or kc_buf's error.
+ */
+KC_MUST_USE int proto_error_frame(struct kc_buf *b, bool has_id, uint64_t id,
+                                  int code, const char *message);
+
 #endif /* KC_WIRE_H */
