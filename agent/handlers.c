@@ -69,8 +69,8 @@ get_context(struct req *rq, const char *key, struct esdk_ec *ec)
             return fail(rq, KC_EINVAL,
                         "field '%s': keys and values must be strings", key);
         }
-        r = esdk_ec_add(ec, k->via.str.ptr, k->via.str.size, v->via.str.ptr,
-                        v->via.str.size);
+        r = esdk_ec_add(ec, proto_str_bytes(k), k->via.str.size,
+                        proto_str_bytes(v), v->via.str.size);
         if (r == KC_ETOOBIG) {
             return fail(rq, KC_ETOOBIG, "field '%s': entry over 65535 bytes",
                         key);

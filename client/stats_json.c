@@ -11,6 +11,7 @@
 
 #include "internal.h"
 #include "kc_err.h"
+#include "wire.h"
 
 /* The stats map is three levels deep; anything far deeper is not ours. */
 #define STATS_MAX_DEPTH 16
@@ -37,7 +38,7 @@ map_to_json(const msgpack_object *o, int depth, json_t **out)
         if ((r = to_json(&kv->val, depth + 1, &v)) != 0) {
             goto out;
         }
-        if (json_object_setn_new(obj, kv->key.via.str.ptr,
+        if (json_object_setn_new(obj, proto_str_bytes(&kv->key),
                                  kv->key.via.str.size, v) != 0) {
             /* setn_new consumed v even on failure. */
             r = KC_EPROTO;
@@ -116,8 +117,10 @@ to_json(const msgpack_object *o, int depth, json_t **out)
     }
     if (o->type == MSGPACK_OBJECT_STR) {
         /* json_stringn refuses invalid UTF-8; NUL would end the text. */
-        if (memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL ||
-            (*out = json_stringn(o->via.str.ptr, o->via.str.size)) == NULL) {
+        const char *s = proto_str_bytes(o);
+
+        if (memchr(s, '\0', o->via.str.size) != NULL ||
+            (*out = json_stringn(s, o->via.str.size)) == NULL) {
             return KC_EPROTO;
         }
         return 0;

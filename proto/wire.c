@@ -243,6 +243,15 @@ proto_unpack_map(const uint8_t *body, size_t len, msgpack_unpacked *u)
     return 0;
 }
 
+const char *
+proto_str_bytes(const msgpack_object *o)
+{
+    const char *p = o->type == MSGPACK_OBJECT_BIN ? o->via.bin.ptr
+                                                  : o->via.str.ptr;
+
+    return p != NULL ? p : "";
+}
+
 int
 proto_map_check_keys(const msgpack_object *map)
 {
@@ -258,7 +267,8 @@ proto_map_check_keys(const msgpack_object *map)
         }
         for (j = 0; j < i; j++) {
             if (kv[j].key.via.str.size == kv[i].key.via.str.size &&
-                memcmp(kv[j].key.via.str.ptr, kv[i].key.via.str.ptr,
+                memcmp(proto_str_bytes(&kv[j].key),
+                       proto_str_bytes(&kv[i].key),
                        kv[i].key.via.str.size) == 0) {
                 return KC_EPROTO;
             }
@@ -281,7 +291,7 @@ proto_map_get(const msgpack_object *map, const char *key)
 
         if (kv->key.type == MSGPACK_OBJECT_STR &&
             kv->key.via.str.size == klen &&
-            memcmp(kv->key.via.str.ptr, key, klen) == 0) {
+            memcmp(proto_str_bytes(&kv->key), key, klen) == 0) {
             return &kv->val;
         }
     }
@@ -329,7 +339,7 @@ proto_get_str(const msgpack_object *map, const char *key, bool required,
     if (o->type != MSGPACK_OBJECT_STR) {
         return KC_EINVAL;
     }
-    *p = o->via.str.ptr;
+    *p = proto_str_bytes(o);
     *len = o->via.str.size;
     return 0;
 }
@@ -345,12 +355,12 @@ proto_get_bin(const msgpack_object *map, const char *key, bool required,
         return r;
     }
     if (o->type == MSGPACK_OBJECT_BIN) {
-        *p = (const uint8_t *)o->via.bin.ptr;
+        *p = (const uint8_t *)proto_str_bytes(o);
         *len = o->via.bin.size;
         return 0;
     }
     if (o->type == MSGPACK_OBJECT_STR) {
-        *p = (const uint8_t *)o->via.str.ptr;
+        *p = (const uint8_t *)proto_str_bytes(o);
         *len = o->via.str.size;
         return 0;
     }

@@ -79,6 +79,14 @@ KC_MUST_USE int proto_unpack_map(const uint8_t *body, size_t len,
  */
 KC_MUST_USE int proto_map_check_keys(const msgpack_object *map);
 
+/*
+ * proto_str_bytes - the bytes of a str or bin object, never NULL.
+ * msgpack-c leaves the pointer NULL for an empty string, and NULL may not
+ * be passed to memcmp or memcpy even with a zero length; every reader of
+ * a str or bin goes through here.
+ */
+const char *proto_str_bytes(const msgpack_object *o);
+
 /* proto_map_get - the value for string key in map, or NULL. */
 const msgpack_object *proto_map_get(const msgpack_object *map,
                                     const char *key);
