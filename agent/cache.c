@@ -39,7 +39,7 @@ cache_new(size_t capacity, cache_clock_fn clock, struct cache **out)
     if (capacity == 0) {
         return KC_EINVAL;
     }
-    while (nb < capacity * 2 && nb < ((size_t)1 << 30)) {
+    while (nb < capacity && nb < ((size_t)1 << 30)) {
         nb <<= 1;
     }
     if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -170,6 +170,15 @@ table_unlink(struct cache *c, struct cache_entry *e)
     e->hnext = NULL;
 }
 
+static void
+table_link(struct cache *c, struct cache_entry *e)
+{
+    size_t b = bucket_of(c, e->id);
+
+    e->hnext = c->buckets[b];
+    c->buckets[b] = e;
+}
+
 int
 cache_entry_new(enum cache_kind kind, struct keyslot *slot, size_t dk_len,
                 struct cache_entry **out)
@@ -229,25 +238,65 @@ note(const struct cache_entry *e, const char *event)
     }
 }
 
+static struct cache_entry *
+find(const struct cache *c, const uint8_t id[CACHE_ID_LEN])
+{
+    struct cache_entry *e = c->buckets[bucket_of(c, id)];
+
+    while (e != NULL && sodium_memcmp(e->id, id, CACHE_ID_LEN) != 0) {
+        e = e->hnext;
+    }
+    return e;
+}
+
+/*
+ * An encryption entry that stops encrypting: it moves to its decryption
+ * id if its decryption lifetime has not ended and nothing holds that id
+ * yet; otherwise it is removed.  Its header template and counters go.
+ */
+static void
+stop_encrypting(struct cache *c, struct cache_entry *e)
+{
+    if (e->kind != CACHE_ENC || e->dec_expires_ms <= c->clock() ||
+        find(c, e->dec_id) != NULL) {
+        cache_remove(c, e);
+        return;
+    }
+    table_unlink(c, e);
+    e->kind = CACHE_DEC;
+    memcpy(e->id, e->dec_id, CACHE_ID_LEN);
+    e->expires_ms = e->dec_expires_ms;
+    e->dec_expires_ms = 0;
+    e->messages = e->bytes = 0;
+    e->refreshing = e->grace_logged = false;
+    esdk_tmpl_free(e->tmpl);
+    e->tmpl = NULL;
+    esdk_edk_list_clear(&e->edks);
+    table_link(c, e);
+}
+
 void
 cache_retire(struct cache *c, struct cache_entry *e)
 {
     c->t.retired++;
     note(e, "cap_reached");
-    cache_remove(c, e);
+    stop_encrypting(c, e);
+}
+
+void
+cache_supersede(struct cache *c, struct cache_entry *e)
+{
+    stop_encrypting(c, e);
 }
 
 struct cache_entry *
 cache_lookup_grace(struct cache *c, const uint8_t id[CACHE_ID_LEN],
                    uint64_t grace_ms, bool *stale)
 {
-    struct cache_entry *e = c->buckets[bucket_of(c, id)];
+    struct cache_entry *e = find(c, id);
     uint64_t now;
 
     *stale = false;
-    while (e != NULL && sodium_memcmp(e->id, id, CACHE_ID_LEN) != 0) {
-        e = e->hnext;
-    }
     if (e == NULL) {
         return NULL;
     }
@@ -259,8 +308,39 @@ cache_lookup_grace(struct cache *c, const uint8_t id[CACHE_ID_LEN],
         }
         c->t.expirations++;
         note(e, "expired");
-        cache_remove(c, e);
+        stop_encrypting(c, e);
         return NULL;
+    }
+    lru_unlink(c, e);
+    lru_push_front(c, e);
+    return e;
+}
+
+struct cache_entry *
+cache_lookup_dec(struct cache *c, const uint8_t dec_id[CACHE_ID_LEN],
+                 const uint8_t enc_id[CACHE_ID_LEN], uint64_t grace_ms,
+                 bool *stale)
+{
+    struct cache_entry *e;
+    uint64_t now;
+
+    if ((e = cache_lookup_grace(c, dec_id, grace_ms, stale)) != NULL) {
+        return e;
+    }
+    /* Still encrypting?  Its own TTL does not matter here: that one
+     * bounds encryption, dec_expires_ms bounds decryption. */
+    e = find(c, enc_id);
+    if (e == NULL || e->kind != CACHE_ENC || e->dec_expires_ms == 0 ||
+        sodium_memcmp(e->dec_id, dec_id, CACHE_ID_LEN) != 0) {
+        return NULL;
+    }
+    now = c->clock();
+    if (now >= e->dec_expires_ms) {
+        if (now - e->dec_expires_ms >= grace_ms) {
+            return NULL;
+        }
+        *stale = true;
+        return e;
     }
     lru_unlink(c, e);
     lru_push_front(c, e);
@@ -279,13 +359,9 @@ void
 cache_rekey(struct cache *c, struct cache_entry *e,
             const uint8_t id[CACHE_ID_LEN])
 {
-    size_t b;
-
     table_unlink(c, e);
     memcpy(e->id, id, CACHE_ID_LEN);
-    b = bucket_of(c, id);
-    e->hnext = c->buckets[b];
-    c->buckets[b] = e;
+    table_link(c, e);
 }
 
 void
@@ -293,14 +369,11 @@ cache_insert(struct cache *c, struct cache_entry *e,
              const uint8_t id[CACHE_ID_LEN], uint64_t ttl_ms)
 {
     struct cache_entry *old;
-    size_t b;
 
-    /* Replace, never duplicate, an id. */
-    for (old = c->buckets[bucket_of(c, id)]; old != NULL; old = old->hnext) {
-        if (sodium_memcmp(old->id, id, CACHE_ID_LEN) == 0) {
-            cache_remove(c, old);
-            break;
-        }
+    /* Replace, never duplicate, an id.  A replaced encryption key still
+     * decrypts what it wrote. */
+    if ((old = find(c, id)) != NULL) {
+        stop_encrypting(c, old);
     }
     while (c->t.entries >= c->t.capacity && c->lru_tail != NULL) {
         c->t.evictions++;
@@ -310,9 +383,7 @@ cache_insert(struct cache *c, struct cache_entry *e,
     memcpy(e->id, id, CACHE_ID_LEN);
     e->created_ms = c->clock();
     e->expires_ms = e->created_ms + ttl_ms;
-    b = bucket_of(c, id);
-    e->hnext = c->buckets[b];
-    c->buckets[b] = e;
+    table_link(c, e);
     lru_push_front(c, e);
     e->in_table = true;
     c->t.entries++;

@@ -6,7 +6,8 @@
  *   data key, its encrypted data keys (EDKs) for the message header, and
  *   usage counters checked against the alias's max_messages/max_bytes;
  * - decryption entries: id = H("dec", alias, EDK, canonical context);
- *   hold a data key unwrapped from that EDK.
+ *   hold a data key unwrapped from that EDK, or one that was an
+ *   encryption key until it retired (see dec_id below).
  * H is keyed BLAKE2b with a per-process random key, so a client cannot
  * aim many ids at one hash bucket.
  *
@@ -45,6 +46,15 @@ struct cache_entry {
     struct esdk_edk_list edks;  /* encryption entries: header EDKs */
     struct esdk_tmpl *tmpl;     /* encryption entries, suite 0x0478: the
                                  * header serialized once (esdk.h) */
+    /*
+     * Encryption entries: the id this data key has as a decryption key
+     * for the messages it wrote, and when that use ends (0: none).
+     * Decrypts find the key here while it still encrypts; when it stops
+     * (usage cap, TTL, successor) the entry moves to dec_id and lives on
+     * until dec_expires_ms.  One entry per data key, never two copies.
+     */
+    uint8_t dec_id[CACHE_ID_LEN];
+    uint64_t dec_expires_ms;
     uint64_t created_ms;
     uint64_t expires_ms;
     uint64_t messages;          /* messages encrypted with dk */
@@ -99,13 +109,31 @@ void cache_id_dec(const struct cache *c, const char *alias,
 void cache_id_successor(const struct cache *c, const uint8_t id[CACHE_ID_LEN],
                         uint8_t out[CACHE_ID_LEN]);
 
+/*
+ * cache_lookup_dec - the key for decryption id dec_id: a decryption
+ * entry, or else the encryption entry under enc_id (the same alias and
+ * context) if it wrote that EDK.  grace_ms and *stale as for
+ * cache_lookup_grace, against the key's decryption lifetime.
+ */
+struct cache_entry *cache_lookup_dec(struct cache *c,
+                                     const uint8_t dec_id[CACHE_ID_LEN],
+                                     const uint8_t enc_id[CACHE_ID_LEN],
+                                     uint64_t grace_ms, bool *stale);
+
+/*
+ * cache_supersede - an encryption entry replaced by its successor: it
+ * stops encrypting and stays only as a decryption key (or goes).
+ */
+void cache_supersede(struct cache *c, struct cache_entry *e);
+
 /* cache_rekey - move e (in the table) to id, keeping its TTL. */
 void cache_rekey(struct cache *c, struct cache_entry *e,
                  const uint8_t id[CACHE_ID_LEN]);
 
 /*
  * cache_lookup - the live entry with this id, or NULL.  An entry whose
- * TTL has passed is removed (wiped) and NULL returned.  A hit becomes the
+ * TTL has passed is removed (wiped), or if it was encrypting kept only
+ * as a decryption key (cache_retire), and NULL returned.  A hit becomes the
  * most recently used.  The pointer is borrowed: valid until the next call
  * that may remove entries.
  */
@@ -145,7 +173,11 @@ void cache_insert(struct cache *c, struct cache_entry *e,
 /* cache_remove - take e out of the table, wipe and free it. */
 void cache_remove(struct cache *c, struct cache_entry *e);
 
-/* cache_retire - cache_remove, counted as retired at a usage cap. */
+/*
+ * cache_retire - an encryption entry reached a usage cap: counted as
+ * retired, it stops encrypting and stays only as a decryption key while
+ * its decryption lifetime lasts (otherwise it is removed).
+ */
 void cache_retire(struct cache *c, struct cache_entry *e);
 
 /* cache_foreach - call fn for every entry (no removal during the walk). */

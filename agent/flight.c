@@ -212,28 +212,25 @@ jittered(uint64_t ttl_ms, double jitter)
 
 /*
  * Put a finished flight's entry into the cache.  A fresh encryption key
- * also seeds a decryption entry for its first EDK, so reading back what
- * was just written costs no provider call.
+ * also learns its decryption id (for its first EDK), so reading back what
+ * was just written finds it and costs no provider call (cache.h).
  */
 static struct cache_entry *
 flight_commit(struct flight *f)
 {
     struct cache *c = f->a->cache;
-    struct cache_entry *e = f->e, *d;
-    uint8_t id[CACHE_ID_LEN];
+    struct cache_entry *e = f->e;
 
     f->e = NULL;
-    if (e->kind == CACHE_ENC && e->edks.n > 0 &&
-        cache_entry_new(CACHE_DEC, f->slot, e->dk_len, &d) == 0) {
-        memcpy(d->dk, e->dk, e->dk_len);
-        cache_id_dec(c, f->slot->cfg->alias, &e->edks.v[0], f->ec_ser.data,
-                     f->ec_ser.len, id);
-        cache_insert(c, d, id, f->slot->cfg->decrypt_ttl_ms);
-    }
     audit_key_event(f->slot->cfg->alias,
                     e->kind == CACHE_ENC ? "generated" : "unwrapped",
                     f->slot->provider->ops->name);
     cache_insert(c, e, f->id, jittered(f->ttl_ms, f->slot->cfg->ttl_jitter));
+    if (e->kind == CACHE_ENC && e->edks.n > 0) {
+        cache_id_dec(c, f->slot->cfg->alias, &e->edks.v[0], f->ec_ser.data,
+                     f->ec_ser.len, e->dec_id);
+        e->dec_expires_ms = e->created_ms + f->slot->cfg->decrypt_ttl_ms;
+    }
     return e;
 }
 
@@ -450,17 +447,20 @@ note_grace(struct keyslot *slot, struct cache_entry *e, enum metrics_op op)
 /*
  * A provider call failed at once (no re-run will follow): bridge with
  * the key still within its outage grace, if there is one (and, when
- * key_len is not 0, of that length).  Returns it, counted, or NULL.
+ * key_len is not 0, of that length).  A decryption passes the enc_id of
+ * its alias and context too (cache_lookup_dec).  Returns the key,
+ * counted, or NULL.
  */
 static struct cache_entry *
 grace_bridge(struct cache *c, struct keyslot *slot,
-             const uint8_t id[CACHE_ID_LEN], uint64_t grace_ms,
-             size_t key_len, enum metrics_op op)
+             const uint8_t id[CACHE_ID_LEN], const uint8_t *enc_id,
+             uint64_t grace_ms, size_t key_len, enum metrics_op op)
 {
     struct cache_entry *e;
     bool stale;
 
-    e = cache_lookup_grace(c, id, grace_ms, &stale);
+    e = enc_id != NULL ? cache_lookup_dec(c, id, enc_id, grace_ms, &stale)
+                       : cache_lookup_grace(c, id, grace_ms, &stale);
     if (e == NULL || !stale || (key_len != 0 && e->dk_len != key_len)) {
         return NULL;
     }
@@ -568,7 +568,7 @@ take_successor(struct cache *c, const uint8_t id[CACHE_ID_LEN],
         return NULL;
     }
     if (stale_current != NULL) {
-        cache_remove(c, stale_current);
+        cache_supersede(c, stale_current);
     }
     cache_rekey(c, s, id);
     return s;
@@ -642,7 +642,7 @@ flight_enc_entry(struct req *rq, struct keyslot *slot,
     f->ttl_ms = k->ttl_ms;
     r = flight_start(rq, f, out);
     if (r != 0 && r != REQ_PENDING && e != NULL && stale &&
-        (e = grace_bridge(c, slot, id, k->encrypt_grace_ms, 0,
+        (e = grace_bridge(c, slot, id, NULL, k->encrypt_grace_ms, 0,
                           METRICS_OP_ENCRYPT)) != NULL) {
         *out = e;
         return 0;
@@ -688,13 +688,15 @@ flight_dec_key(struct req *rq, struct keyslot *slot,
     const struct req_failure *fl;
     struct cache_entry *e;
     struct flight *f = NULL;
-    uint8_t id[CACHE_ID_LEN];
+    uint8_t id[CACHE_ID_LEN], enc_id[CACHE_ID_LEN];
     bool stale;
     int r;
 
     cache_id_dec(c, slot->cfg->alias, edk, h->ec_canonical.data,
                  h->ec_canonical.len, id);
-    e = cache_lookup_grace(c, id, slot->cfg->decrypt_grace_ms, &stale);
+    cache_id_enc(c, slot->cfg->alias, h->ec_canonical.data,
+                 h->ec_canonical.len, enc_id);
+    e = cache_lookup_dec(c, id, enc_id, slot->cfg->decrypt_grace_ms, &stale);
     if (e != NULL && e->dk_len != h->suite->key_len) {
         e = NULL;
     }
@@ -726,7 +728,7 @@ flight_dec_key(struct req *rq, struct keyslot *slot,
     f->ttl_ms = slot->cfg->decrypt_ttl_ms;
     r = flight_start(rq, f, &e);
     if (r != 0 && r != REQ_PENDING && stale &&
-        (e = grace_bridge(c, slot, id, slot->cfg->decrypt_grace_ms,
+        (e = grace_bridge(c, slot, id, enc_id, slot->cfg->decrypt_grace_ms,
                           h->suite->key_len, METRICS_OP_DECRYPT)) != NULL) {
         *dk = e->dk;
         return 0;

@@ -372,15 +372,14 @@ agent_start(const struct opts *o)
     write_file(path, key, sizeof(key), 0600);
     sodium_memzero(key, sizeof(key));
     snprintf(sock, sizeof(sock), "%s/agent.sock", scratch);
-    /* Capacity: every key has an encryption entry and the decryption
-     * entry seeded from it. */
+    /* Capacity: one entry per data key (cache.h), plus room. */
     n = snprintf(conf, sizeof(conf),
                  "[agent]\nsocket = %s\ncapacity = %zu\nlog_level = warn\n"
                  "max_inflight = 1024\nidle_timeout = 3600\n\n"
                  "[key.%s]\nprovider = local\nkey_file = %s\n"
                  "ttl = 3600\ndecrypt_ttl = 3600\n"
                  "max_messages = 4294967296\n",
-                 sock, 2 * o->nkeys + 1000, ALIAS, path);
+                 sock, o->nkeys + 1000, ALIAS, path);
     snprintf(path, sizeof(path), "%s/agent.ini", scratch);
     write_file(path, conf, (size_t)n, 0600);
     if ((agent_pid = fork()) < 0) {
@@ -760,7 +759,7 @@ agent_suite(const struct opts *o)
             "agent encrypt 64 B, batches of 256, many keys", v, "ops/s",
             "agent_batch256_ops", true);
     agent_cache_stats(c, &entries, &locked);
-    fig_add("agent_cached_keys", "  cached data keys (enc + dec entries)",
+    fig_add("agent_cached_keys", "  cached data keys",
             entries, "keys", NULL, true);
     fig_add("locked_bytes_per_key", "  locked memory per cached key",
             entries > 0 ? locked / entries : -1, "bytes", NULL, false);

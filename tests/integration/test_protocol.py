@@ -199,6 +199,23 @@ class ProtocolTest(unittest.TestCase):
                     b"\xa7context\x82\xa1a\xa11\xa1a\xa12")
         expect_error(c.recv(), h.KC_ECONTEXT, rid=5)
 
+    def test_empty_strings_everywhere(self):
+        say("a request map whose keys are two empty strings: KC_EPROTO "
+            "(found by request_fuzz)")
+        c = self.client()
+        c.send_body(b"\x82\xa0\xa0\xa0\xa0")
+        expect_error(c.recv(), h.KC_EPROTO, rid=None)
+        say("empty op, alias, plaintext and ciphertext: clear errors")
+        expect_error(c.request(""), h.KC_EUNKNOWNOP)
+        expect_error(c.request("encrypt", key="", plaintext=b"x"),
+                     (h.KC_ENOKEY, h.KC_EINVAL))
+        expect_error(c.request("decrypt", ciphertext=b""),
+                     (h.KC_EFORMAT, h.KC_EINVAL))
+        say("an empty plaintext round trips")
+        ct = c.encrypt(ALIAS, b"", {"k": ""})
+        self.assertEqual(c.decrypt(ct)["plaintext"], b"")
+        self.assertIs(c.request("ping")["ok"], True)
+
     def test_huge_context_is_cheap(self):
         say("a context of 45000 pairs (frame < max_frame) is refused "
             "quickly: no quadratic work on the event loop")

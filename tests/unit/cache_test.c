@@ -321,6 +321,61 @@ test_decrypt_uses_cache_and_survives_expiry(void **state)
     fixture_free(f);
 }
 
+/*
+ * One entry per data key: while a key encrypts, decrypts of what it wrote
+ * find it under its encryption entry; when it stops encrypting (cap or
+ * TTL) the same entry stays on as a decryption key until decrypt_ttl,
+ * holding one locked slot, never two.
+ */
+static void
+test_one_entry_per_data_key(void **state)
+{
+    struct fixture *f = fixture_new("max_messages = 2\nttl = 10\n"
+                                    "decrypt_ttl = 30", 100);
+    struct keyslot *s = slot_of(f, "k");
+    struct cache_totals t;
+    struct kc_buf ct1, ct2, ct3;
+    size_t slots0 = keymem_slots_used();
+
+    kc_buf_init(&ct1, 0);
+    kc_buf_init(&ct2, 0);
+    kc_buf_init(&ct3, 0);
+    do_encrypt(f, "k", 16, &ct1, 0);
+    cache_totals_get(f->a.cache, &t);
+    assert_int_equal(t.entries, 1);
+    assert_int_equal(keymem_slots_used() - slots0, 1);
+    do_decrypt(f, &ct1, 0); /* found under the encryption entry */
+    assert_int_equal(s->n.provider_calls, 1);
+    do_encrypt(f, "k", 16, &ct2, 0); /* second message: cap, retired */
+    cache_totals_get(f->a.cache, &t);
+    assert_int_equal(t.retired, 1);
+    assert_int_equal(t.entries, 1); /* kept, now decrypt-only */
+    do_decrypt(f, &ct1, 0);
+    do_decrypt(f, &ct2, 0);
+    assert_int_equal(s->n.provider_calls, 1);
+    do_encrypt(f, "k", 16, &ct3, 0); /* a retired key never encrypts */
+    assert_int_equal(s->n.provider_calls, 2);
+    cache_totals_get(f->a.cache, &t);
+    assert_int_equal(t.entries, 2);
+    assert_int_equal(keymem_slots_used() - slots0, 2);
+    fake_now += 15000; /* key 2's encryption TTL over; decryption not */
+    do_decrypt(f, &ct3, 0);
+    do_decrypt(f, &ct1, 0);
+    assert_int_equal(s->n.provider_calls, 2);
+    do_encrypt(f, "k", 16, NULL, 0); /* key 2 expired for encryption */
+    assert_int_equal(s->n.provider_calls, 3);
+    do_decrypt(f, &ct3, 0); /* key 2 still decrypts */
+    assert_int_equal(s->n.provider_calls, 3);
+    fake_now += 15000; /* 30 s: keys 1 and 2 done decrypting */
+    do_decrypt(f, &ct1, 0);
+    do_decrypt(f, &ct3, 0);
+    assert_int_equal(s->n.provider_calls, 5);
+    kc_buf_clear(&ct1);
+    kc_buf_clear(&ct2);
+    kc_buf_clear(&ct3);
+    fixture_free(f);
+}
+
 static void
 test_lru_eviction_and_wipe(void **state)
 {
@@ -785,6 +840,7 @@ main(void)
         cmocka_unit_test(test_max_messages_exact),
         cmocka_unit_test(test_max_bytes),
         cmocka_unit_test(test_decrypt_uses_cache_and_survives_expiry),
+        cmocka_unit_test(test_one_entry_per_data_key),
         cmocka_unit_test(test_lru_eviction_and_wipe),
         cmocka_unit_test(test_errors_are_responses),
         cmocka_unit_test(test_single_flight_shares_one_call),
