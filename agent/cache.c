@@ -238,12 +238,16 @@ note(const struct cache_entry *e, const char *event)
     }
 }
 
+/*
+ * Ids are compared with plain memcmp: they are keyed hashes, so how long
+ * a comparison takes tells an observer nothing about a key or a context.
+ */
 static struct cache_entry *
 find(const struct cache *c, const uint8_t id[CACHE_ID_LEN])
 {
     struct cache_entry *e = c->buckets[bucket_of(c, id)];
 
-    while (e != NULL && sodium_memcmp(e->id, id, CACHE_ID_LEN) != 0) {
+    while (e != NULL && memcmp(e->id, id, CACHE_ID_LEN) != 0) {
         e = e->hnext;
     }
     return e;
@@ -331,7 +335,7 @@ cache_lookup_dec(struct cache *c, const uint8_t dec_id[CACHE_ID_LEN],
      * bounds encryption, dec_expires_ms bounds decryption. */
     e = find(c, enc_id);
     if (e == NULL || e->kind != CACHE_ENC || e->dec_expires_ms == 0 ||
-        sodium_memcmp(e->dec_id, dec_id, CACHE_ID_LEN) != 0) {
+        memcmp(e->dec_id, dec_id, CACHE_ID_LEN) != 0) {
         return NULL;
     }
     now = c->clock();

@@ -776,7 +776,7 @@ kc_client_step(struct kc_client *c)
     if (c == NULL) {
         return KC_EINVAL;
     }
-    if (c->fd >= 0 && c->pid != getpid()) {
+    if (c->fd >= 0 && client_forked(c)) {
         client_set_err(c, "connection belongs to the parent process");
         client_disconnect(c); /* completes the copies with KC_ECLOSED */
     }

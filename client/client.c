@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -160,7 +161,7 @@ sock_connect(struct kc_client *c, int64_t deadline)
         client_set_err(c, "socket: %s", strerror(errno));
         return KC_ESYS;
     }
-    c->pid = getpid();
+    client_own(c);
     for (;;) {
         if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
             return 0;
@@ -602,6 +603,44 @@ out:
 }
 
 /*
+ * Forks of this process image.  Asking getpid() on every request would
+ * cost a system call; a pthread_atfork child handler counts forks
+ * instead, and a connection remembers the count it was opened under.
+ * Only a child writes the counter, right after fork, while it is the
+ * one thread of that process.  If the handler cannot be registered, the
+ * pid is compared as before.
+ */
+static unsigned long fork_generation;
+static pthread_once_t fork_watch_once = PTHREAD_ONCE_INIT;
+static bool fork_watched;
+
+static void
+on_fork_child(void)
+{
+    fork_generation++;
+}
+
+static void
+fork_watch(void)
+{
+    fork_watched = pthread_atfork(NULL, NULL, on_fork_child) == 0;
+}
+
+void
+client_own(struct kc_client *c)
+{
+    (void)pthread_once(&fork_watch_once, fork_watch);
+    c->owner = fork_watched ? fork_generation : (unsigned long)getpid();
+}
+
+bool
+client_forked(const struct kc_client *c)
+{
+    return c->owner != (fork_watched ? fork_generation
+                                     : (unsigned long)getpid());
+}
+
+/*
  * client_ensure - make sure c has a connection of this process: after a
  * fork the child drops its copy of the parent's socket (closing it does
  * not disturb the parent) and dials its own.
@@ -611,7 +650,7 @@ client_ensure(struct kc_client *c, int64_t deadline)
 {
     int r;
 
-    if (c->fd >= 0 && c->pid != getpid()) {
+    if (c->fd >= 0 && client_forked(c)) {
         client_disconnect(c);
     }
     if (c->fd >= 0) {
@@ -711,7 +750,7 @@ kc_client_open(const char *socket_path, int timeout_ms,
         return KC_ENOMEM;
     }
     c->fd = -1;
-    c->pid = getpid();
+    client_own(c);
     c->timeout_ms = timeout_ms == 0 ? CLIENT_DEFAULT_TIMEOUT_MS : timeout_ms;
     c->next_id = 1;
     kc_buf_init(&c->rx, 0);

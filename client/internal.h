@@ -28,7 +28,7 @@ struct async_done; /* a completion not yet collected (async.c) */
 
 struct kc_client {
     int fd;               /* -1 when not connected */
-    pid_t pid;            /* process that opened fd */
+    unsigned long owner;  /* fork generation that opened fd (client.c) */
     int timeout_ms;
     uint64_t next_id;
     size_t max_frame;     /* agent's request body limit, from hello */
@@ -55,6 +55,13 @@ struct reply {
 };
 
 /* ---- client.c: the connection and request framing ---- */
+
+/*
+ * client_own - record that c's connection belongs to this process;
+ * client_forked - true if this process is a fork of the one that did.
+ */
+void client_own(struct kc_client *c);
+bool client_forked(const struct kc_client *c);
 
 __attribute__((format(printf, 2, 3))) void
 client_set_err(struct kc_client *c, const char *fmt, ...);
