@@ -400,6 +400,25 @@ tx_drained(struct kc_client *c)
     c->tx_off = 0;
 }
 
+/*
+ * Move the unsent bytes to the front of tx, wiping what they leave
+ * behind.  Without this, a socket that never quite drains would keep
+ * every byte ever sent in tx until it hit CLIENT_TX_MAX.
+ */
+static void
+tx_compact(struct kc_client *c)
+{
+    size_t left = c->tx.len - c->tx_off;
+
+    if (c->tx_off == 0) {
+        return;
+    }
+    memmove(c->tx.data, c->tx.data + c->tx_off, left);
+    kc_wipe(c->tx.data + left, c->tx_off);
+    c->tx.len = left;
+    c->tx_off = 0;
+}
+
 /* Send queued bytes; deadline < 0: only what the socket takes now. */
 static int
 tx_send(struct kc_client *c, int64_t deadline)
@@ -487,10 +506,19 @@ submit_begin(struct kc_client *c, struct submit *s, enum kc_op op,
     if ((s->q = calloc(1, sizeof(*s->q))) == NULL) {
         return KC_ENOMEM;
     }
+    /* Reuse the room of sent bytes before growing (amortized: only when
+     * the buffer is full). */
+    if (c->tx.len + PROTO_FRAME_HDR + body > c->tx.cap) {
+        tx_compact(c);
+    }
     if ((r = kc_buf_reserve(&c->tx, PROTO_FRAME_HDR + body)) != 0) {
         free(s->q);
         s->q = NULL;
-        return r == KC_ETOOBIG ? KC_EBUSY : r;
+        if (r == KC_ETOOBIG) {
+            client_set_err(c, "too many unsent requests: step the client");
+            return KC_EBUSY;
+        }
+        return r;
     }
     s->start = c->tx.len;
     s->body = body;
