@@ -63,14 +63,29 @@ cache_now(const struct cache *c)
     return c->clock();
 }
 
+/*
+ * Ids are BLAKE2b-256 over the per-process random key followed by the
+ * parts, each prefixed with its length so no two inputs hash alike by
+ * shifting bytes between neighbouring fields.  A fixed-length secret
+ * prefix is enough to make BLAKE2b a PRF (it has no length extension),
+ * and unlike BLAKE2b's keyed mode, which spends a whole 128-byte block on
+ * the key, an encryption id of a short context takes one compression.
+ */
+static void
+id_begin(const struct cache *c, crypto_generichash_state *st)
+{
+    crypto_generichash_init(st, NULL, 0, CACHE_ID_LEN);
+    crypto_generichash_update(st, c->hash_key, sizeof(c->hash_key));
+}
+
 static void
 hash_part(crypto_generichash_state *st, const void *p, size_t n)
 {
-    uint8_t len[8];
+    uint8_t len[4];
 
-    /* Length-prefix every part so no two inputs hash alike by shifting
-     * bytes between neighbouring fields. */
-    kc_store_u64(len, n);
+    /* Every part is far below 4 GiB: contexts and EDK fields are at most
+     * 65535 bytes in the message format, aliases shorter still. */
+    kc_store_u32(len, (uint32_t)n);
     crypto_generichash_update(st, len, sizeof(len));
     crypto_generichash_update(st, p, n);
 }
@@ -81,8 +96,7 @@ cache_id_enc(const struct cache *c, const char *alias, const uint8_t *ec_ser,
 {
     crypto_generichash_state st;
 
-    crypto_generichash_init(&st, c->hash_key, sizeof(c->hash_key),
-                            CACHE_ID_LEN);
+    id_begin(c, &st);
     hash_part(&st, "enc", 3);
     hash_part(&st, alias, strlen(alias));
     hash_part(&st, ec_ser, ec_len);
@@ -96,8 +110,7 @@ cache_id_dec(const struct cache *c, const char *alias,
 {
     crypto_generichash_state st;
 
-    crypto_generichash_init(&st, c->hash_key, sizeof(c->hash_key),
-                            CACHE_ID_LEN);
+    id_begin(c, &st);
     hash_part(&st, "dec", 3);
     hash_part(&st, alias, strlen(alias));
     hash_part(&st, edk->provider_id, edk->provider_id_len);
@@ -113,8 +126,7 @@ cache_id_successor(const struct cache *c, const uint8_t id[CACHE_ID_LEN],
 {
     crypto_generichash_state st;
 
-    crypto_generichash_init(&st, c->hash_key, sizeof(c->hash_key),
-                            CACHE_ID_LEN);
+    id_begin(c, &st);
     hash_part(&st, "next", 4);
     hash_part(&st, id, CACHE_ID_LEN);
     crypto_generichash_final(&st, out, CACHE_ID_LEN);

@@ -2,11 +2,13 @@
  * server.c - the listening socket, connections and signals, on one
  * libevent loop.
  *
- * Each connection is a bufferevent.  Complete frames are copied out of
- * the input evbuffer into a wiping kc_buf, dispatched, and the response
- * frame is queued on the output evbuffer.  libevent's own allocations go
- * through a wiping allocator, so the evbuffer chains that carried
- * plaintext are zeroed when freed.  A connection whose unread replies
+ * Each connection is a bufferevent.  Complete frames are dispatched in
+ * place from the input evbuffer; their replies gather in the connection's
+ * wiping reply buffer and go to the socket together when the read is
+ * done (straight to the socket when nothing is queued before them, else
+ * through the output evbuffer).  libevent's own allocations go through a
+ * wiping allocator, so the evbuffer chains that carried plaintext are
+ * zeroed when freed.  A connection whose unread replies
  * pile up past OUT_HIGH stops being read until they drain, so a client
  * that never reads cannot grow the agent's memory without bound.
  */
@@ -38,6 +40,8 @@
 #define SHUTDOWN_GRACE_S  10         /* force exit after this long */
 #define ACCEPT_RETRY_MS   200        /* back off after EMFILE/ENFILE */
 #define SHUTDOWN_DRAIN_MAX (8u << 20) /* bytes read per client at stop */
+#define REPLIES_FLUSH     (16u << 10) /* hand replies to the socket past this */
+#define REPLIES_KEEP      (64u << 10) /* keep a reply buffer up to this size */
 
 enum timer_mode {
     TIMER_NONE,
@@ -54,6 +58,9 @@ struct conn {
     bool closing;    /* free once the output has drained */
     bool paused;     /* reading stopped for backpressure */
     size_t inflight; /* requests waiting on a key provider */
+    /* Replies to the frames of the current read, written together when
+     * the read is done (one send for a pipelined burst).  Wiped after. */
+    struct kc_buf replies;
     struct conn *prev;
     struct conn *next;
 };
@@ -269,6 +276,7 @@ conn_free(struct conn *c)
         c->next->prev = c->prev;
     }
     dispatch_conn_closed(a, c);
+    kc_buf_clear(&c->replies); /* wipes */
     if (c->timer != NULL) {
         event_free(c->timer);
     }
@@ -399,21 +407,18 @@ conn_fail(struct conn *c, int code, const char *msg)
 }
 
 /*
- * Queue a reply.  When nothing is queued before it and no other request
- * is waiting to be read, write straight to the socket: a lone reply then
- * leaves at once, without a trip through the output evbuffer and the
- * write event it would arm.  Only what the socket does not take is
- * queued, so the order is kept.
+ * Queue replies.  When nothing is queued before them, write straight to
+ * the socket: they leave at once, without a trip through the output
+ * evbuffer and the write event it would arm.  Only what the socket does
+ * not take is queued, so the order is kept.
  */
 static int
-conn_send(struct conn *c, const uint8_t *p, size_t len, bool more)
+conn_send(struct conn *c, const uint8_t *p, size_t len)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     ssize_t n;
 
-    /* With more frames already waiting, queue instead: their replies
-     * then leave together in one writev when the loop comes round. */
-    if (!more && evbuffer_get_length(out) == 0) {
+    if (evbuffer_get_length(out) == 0) {
         n = send(bufferevent_getfd(c->bev), p, len,
                  MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
@@ -428,56 +433,46 @@ conn_send(struct conn *c, const uint8_t *p, size_t len, bool more)
     return 0;
 }
 
-/* Is another complete frame (of at most max bytes) waiting in in? */
-static bool
-conn_frame_waiting(struct evbuffer *in, size_t max)
+/* Send the replies gathered so far, then wipe them. */
+static int
+conn_flush_replies(struct conn *c)
 {
-    uint8_t hdr[PROTO_FRAME_HDR];
-    uint32_t len;
+    int r = 0;
 
-    if (evbuffer_copyout(in, hdr, sizeof(hdr)) != (ev_ssize_t)sizeof(hdr)) {
-        return false;
+    if (c->replies.len > 0) {
+        r = conn_send(c, c->replies.data, c->replies.len);
+        kc_wipe(c->replies.data, c->replies.len);
+        c->replies.len = 0;
     }
-    len = kc_load_u32(hdr);
-    return len > 0 && len <= max &&
-           evbuffer_get_length(in) - PROTO_FRAME_HDR >= len;
+    if (c->replies.cap > REPLIES_KEEP) {
+        kc_buf_clear(&c->replies);
+    }
+    return r;
 }
 
-/* Handle one complete frame of len body bytes at the head of in. */
+/*
+ * Handle one complete frame of len body bytes at the head of in, its
+ * reply appended to c->replies.  The body is read in place (pulled up
+ * into one chain if it spans several), so it is not copied; a request
+ * that must wait for a provider keeps its own copy (dispatch.c).
+ */
 static int
-conn_handle_frame(struct conn *c, struct evbuffer *in, uint32_t len,
-                  size_t max)
+conn_handle_frame(struct conn *c, struct evbuffer *in, uint32_t len)
 {
-    struct kc_buf body, out;
+    uint8_t *frame;
     int r;
 
-    kc_buf_init(&body, len);
-    kc_buf_init(&out, 0);
-    evbuffer_drain(in, PROTO_FRAME_HDR);
-    /* A reply is rarely more than the request plus a message header:
-     * reserve that once rather than growing (copy and wipe) in steps. */
-    if ((r = kc_buf_reserve(&body, len)) != 0 ||
-        (r = kc_buf_reserve(&out, (size_t)len + 512)) != 0) {
-        goto out;
+    if ((frame = evbuffer_pullup(in, (ev_ssize_t)PROTO_FRAME_HDR + len)) ==
+        NULL) {
+        return KC_ENOMEM;
     }
-    if (evbuffer_remove(in, body.data, len) != (int)len) {
-        r = KC_ESYS;
-        goto out;
-    }
-    body.len = len;
-    r = dispatch_request(c->srv->a, c, &c->peer, body.data, body.len, &out);
+    r = dispatch_request(c->srv->a, c, &c->peer, frame + PROTO_FRAME_HDR,
+                         len, &c->replies);
+    evbuffer_drain(in, (size_t)PROTO_FRAME_HDR + len);
     if (r == DISPATCH_PENDING) {
         c->inflight++;
-        r = 0;
-        goto out;
+        return 0;
     }
-    if (r != 0) {
-        goto out;
-    }
-    r = conn_send(c, out.data, out.len, conn_frame_waiting(in, max));
-out:
-    kc_buf_clear(&body);
-    kc_buf_clear(&out);
     return r;
 }
 
@@ -507,28 +502,31 @@ conn_read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t max = c->srv->a->cfg->max_frame;
     uint8_t hdr[PROTO_FRAME_HDR];
+    bool stopped = false;
     uint32_t len;
+    int r = 0;
 
     while (!c->closing && !c->paused &&
            evbuffer_get_length(in) >= PROTO_FRAME_HDR) {
         evbuffer_copyout(in, hdr, sizeof(hdr));
         len = kc_load_u32(hdr);
-        if (len == 0) {
-            conn_fail(c, KC_EPROTO, "frame length 0 is invalid");
-            return;
-        }
-        if (len > max) {
-            conn_fail(c, KC_ETOOBIG, "frame length exceeds max_frame");
+        if (len == 0 || len > max) {
+            /* Replies already made go out before the error. */
+            if ((r = conn_flush_replies(c)) != 0) {
+                break;
+            }
+            conn_fail(c, len == 0 ? KC_EPROTO : KC_ETOOBIG,
+                      len == 0 ? "frame length 0 is invalid"
+                               : "frame length exceeds max_frame");
             return;
         }
         if (evbuffer_get_length(in) - PROTO_FRAME_HDR < len) {
             break; /* wait for the rest, under the frame deadline */
         }
-        if (conn_handle_frame(c, in, len, max) != 0) {
-            log_warn("connection from pid %ld: out of memory; closing",
-                     (long)c->peer.pid);
-            conn_free(c);
-            return;
+        if ((r = conn_handle_frame(c, in, len)) != 0 ||
+            (c->replies.len >= REPLIES_FLUSH &&
+             (r = conn_flush_replies(c)) != 0)) {
+            break;
         }
         /* Each frame gets its own read_timeout: a client pipelining
          * complete frames is progressing, not a slowloris. */
@@ -536,10 +534,17 @@ conn_read_cb(struct bufferevent *bev, void *arg)
             c->timer_mode = TIMER_NONE;
         }
         if (!conn_update_reading(c)) {
-            return;
+            stopped = true;
+            break;
         }
     }
-    if (!c->closing) {
+    if (r != 0 || (r = conn_flush_replies(c)) != 0) {
+        log_warn("connection from pid %ld: out of memory; closing",
+                 (long)c->peer.pid);
+        conn_free(c);
+        return;
+    }
+    if (!stopped && !c->closing) {
         conn_timer_update(c);
     }
 }
@@ -565,7 +570,7 @@ void
 server_conn_reply(struct conn *c, const uint8_t *frame, size_t len)
 {
     c->inflight--;
-    if (len > 0 && conn_send(c, frame, len, false) != 0) {
+    if (len > 0 && conn_send(c, frame, len) != 0) {
         log_warn("connection from pid %ld: cannot queue a reply; closing",
                  (long)c->peer.pid);
         conn_free(c);
@@ -700,6 +705,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     }
     c->srv = srv;
     c->peer = peer;
+    kc_buf_init(&c->replies, 0);
     c->bev = bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(a->base, conn_timer_cb, c);
     if (c->bev == NULL || c->timer == NULL) {
