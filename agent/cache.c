@@ -267,13 +267,15 @@ find(const struct cache *c, const uint8_t id[CACHE_ID_LEN])
 
 /*
  * An encryption entry that stops encrypting: it moves to its decryption
- * id if its decryption lifetime has not ended and nothing holds that id
- * yet; otherwise it is removed.  Its header template and counters go.
+ * id, where it expires like any decryption entry (at dec_expires_ms, or
+ * later within the alias's decrypt_grace while a provider is down).  It
+ * is removed instead if it never encrypted a message (nothing to
+ * decrypt) or that id is taken.  Its header template and counters go.
  */
 static void
 stop_encrypting(struct cache *c, struct cache_entry *e)
 {
-    if (e->kind != CACHE_ENC || e->dec_expires_ms <= c->clock() ||
+    if (e->kind != CACHE_ENC || e->dec_expires_ms == 0 || e->messages == 0 ||
         find(c, e->dec_id) != NULL) {
         cache_remove(c, e);
         return;
@@ -284,7 +286,8 @@ stop_encrypting(struct cache *c, struct cache_entry *e)
     e->expires_ms = e->dec_expires_ms;
     e->dec_expires_ms = 0;
     e->messages = e->bytes = 0;
-    e->refreshing = e->grace_logged = false;
+    e->refreshing = false;
+    e->grace_logged = 0;
     esdk_tmpl_free(e->tmpl);
     e->tmpl = NULL;
     esdk_edk_list_clear(&e->edks);
@@ -378,6 +381,12 @@ cache_rekey(struct cache *c, struct cache_entry *e,
     table_unlink(c, e);
     memcpy(e->id, id, CACHE_ID_LEN);
     table_link(c, e);
+}
+
+bool
+cache_full_with_victim(const struct cache *c, const struct cache_entry *e)
+{
+    return c->t.entries >= c->t.capacity && c->lru_tail == e;
 }
 
 void

@@ -61,7 +61,8 @@ struct cache_entry {
     uint64_t bytes;             /* plaintext bytes encrypted with dk */
     bool in_table;
     bool refreshing;            /* a successor is being fetched */
-    bool grace_logged;          /* used past its TTL; logged once */
+    uint8_t grace_logged;       /* bit 1 << metrics op: used past its
+                                 * TTL for that op; logged once each */
     /* intrusive links, owned by the cache */
     struct cache_entry *hnext;
     struct cache_entry *lprev;
@@ -169,6 +170,13 @@ void cache_entry_free(struct cache_entry *e);
  */
 void cache_insert(struct cache *c, struct cache_entry *e,
                   const uint8_t id[CACHE_ID_LEN], uint64_t ttl_ms);
+
+/*
+ * cache_full_with_victim - would inserting one more entry now evict e?
+ * (A request holding e must not insert before it is done with e.)
+ */
+bool cache_full_with_victim(const struct cache *c,
+                            const struct cache_entry *e);
 
 /* cache_remove - take e out of the table, wipe and free it. */
 void cache_remove(struct cache *c, struct cache_entry *e);

@@ -434,8 +434,8 @@ static void
 note_grace(struct keyslot *slot, struct cache_entry *e, enum metrics_op op)
 {
     slot->m.grace_uses[op]++;
-    if (!e->grace_logged) {
-        e->grace_logged = true;
+    if ((e->grace_logged & (1u << op)) == 0) {
+        e->grace_logged |= (uint8_t)(1u << op);
         log_warn("key %s: provider unavailable; using a %s data key past "
                  "its TTL (outage grace)", slot->cfg->alias,
                  op == METRICS_OP_ENCRYPT ? "encryption" : "decryption");
@@ -538,6 +538,11 @@ maybe_refresh(struct req *rq, struct keyslot *slot, struct cache_entry *e,
     now = cache_now(rq->a->cache);
     life = e->expires_ms - e->created_ms;
     if ((double)(now - e->created_ms) < f * (double)life) {
+        return;
+    }
+    /* No room for a successor but e's own (capacity 1): fetching one
+     * would evict e, under the caller when the provider answers at once. */
+    if (cache_full_with_victim(rq->a->cache, e)) {
         return;
     }
     e->refreshing = true;

@@ -832,6 +832,128 @@ test_decrypt_grace_bridges_outage(void **state)
     fixture_free(f);
 }
 
+/* ---- one entry per data key: retirement edge cases ---- */
+static void
+send_decrypt_pending(struct fixture *f, const struct kc_buf *ct, int rc)
+{
+    struct kc_buf req, resp;
+    msgpack_packer pk;
+
+    kc_buf_init(&req, 0);
+    kc_buf_init(&resp, 0);
+    proto_packer_init(&pk, &req);
+    msgpack_pack_map(&pk, 3);
+    proto_pack_cstr(&pk, "id");
+    msgpack_pack_uint64(&pk, 11);
+    proto_pack_cstr(&pk, "op");
+    proto_pack_cstr(&pk, "decrypt");
+    proto_pack_cstr(&pk, "ciphertext");
+    proto_pack_bin(&pk, ct->data, ct->len);
+    assert_int_equal(dispatch_request(&f->a, NULL, &f->peer, req.data,
+                                      req.len, &resp), rc);
+    kc_buf_clear(&req);
+    kc_buf_clear(&resp);
+}
+
+static struct slow_provider *
+install_slow_unwrap(struct fixture *f, struct keyslot *s)
+{
+    static struct provider_ops ops;
+    struct slow_provider *sp = install_slow(f, s);
+
+    ops = *sp->base.ops;
+    ops.unwrap = slow_unwrap;
+    ops.edk_matches = local_like_matches;
+    sp->base.ops = &ops;
+    return sp;
+}
+
+/* Decrypt outage grace survives an encrypt that ends the key's
+ * encryption use (TTL): the retired entry stays a decryption key until
+ * decrypt_ttl + decrypt_grace. */
+static void
+test_decrypt_grace_survives_encrypt_ttl(void **state)
+{
+    struct fixture *f = fixture_new("ttl = 10\ndecrypt_grace = 60", 100);
+    struct keyslot *s = slot_of(f, "k");
+    struct slow_provider *sp;
+    struct kc_buf ct;
+
+    kc_buf_init(&ct, 0);
+    do_encrypt(f, "k", 16, &ct, 0);
+    sp = install_slow_unwrap(f, s);
+    fake_now += 11000; /* 1 s past decrypt_ttl (= ttl); 59 s of grace left */
+    send_decrypt_pending(f, &ct, DISPATCH_PENDING);
+    slow_unwrap_done(slow_unwrap_arg, KC_ETIMEOUT, NULL);
+    assert_int_equal(s->n.decrypt, 1); /* bridged by grace */
+    send_encrypt_pending(f, DISPATCH_PENDING); /* provider still down */
+    slow_complete(sp, KC_ETIMEOUT);
+    send_decrypt_pending(f, &ct, DISPATCH_PENDING);
+    slow_unwrap_done(slow_unwrap_arg, KC_ETIMEOUT, NULL);
+    assert_int_equal(s->n.decrypt, 2); /* still inside decrypt grace */
+    kc_buf_clear(&ct);
+    dispatch_shutdown(&f->a);
+    fixture_free(f);
+}
+
+/* Same at a usage cap, with decrypt_ttl < ttl. */
+static void
+test_decrypt_grace_survives_cap(void **state)
+{
+    struct fixture *f = fixture_new("ttl = 300\ndecrypt_ttl = 10\n"
+                                    "decrypt_grace = 60\nmax_messages = 3",
+                                    100);
+    struct keyslot *s = slot_of(f, "k");
+    struct kc_buf ct;
+
+    kc_buf_init(&ct, 0);
+    do_encrypt(f, "k", 16, &ct, 0);
+    fake_now += 11000;
+    do_encrypt(f, "k", 16, NULL, 0);
+    do_encrypt(f, "k", 16, NULL, 0); /* third message: retired */
+    install_slow_unwrap(f, s);
+    send_decrypt_pending(f, &ct, DISPATCH_PENDING);
+    slow_unwrap_done(slow_unwrap_arg, KC_ETIMEOUT, NULL);
+    assert_int_equal(s->n.decrypt, 1); /* expected: bridged by grace */
+    kc_buf_clear(&ct);
+    dispatch_shutdown(&f->a);
+    fixture_free(f);
+}
+
+/* capacity 1 + refresh-ahead: no successor is fetched, since its insert
+ * would evict the entry the request is about to use (ASan caught it). */
+static void
+test_refresh_ahead_capacity_one(void **state)
+{
+    struct fixture *f = fixture_new("ttl = 10\nrefresh_ahead = 0.5", 1);
+
+    do_encrypt(f, "k", 8, NULL, 0);
+    fake_now += 6000;
+    do_encrypt(f, "k", 8, NULL, 0);
+    fixture_free(f);
+}
+
+/* A key that never encrypted anything is removed, not kept for
+ * decryption, when it stops encrypting. */
+static void
+test_unused_key_not_kept(void **state)
+{
+    struct fixture *f = fixture_new("ttl = 10\ndecrypt_ttl = 300\n"
+                                    "refresh_ahead = 0.5", 100);
+    struct cache_totals t;
+    size_t slots0 = keymem_slots_used();
+
+    do_encrypt(f, "k", 8, NULL, 0);
+    fake_now += 6000;
+    do_encrypt(f, "k", 8, NULL, 0); /* successor fetched */
+    fake_now += 20000;              /* both past ttl */
+    do_encrypt(f, "k", 8, NULL, 0);
+    cache_totals_get(f->a.cache, &t);
+    assert_int_equal(t.entries, 2); /* old key (decrypts) + new key */
+    assert_int_equal(keymem_slots_used() - slots0, 2);
+    fixture_free(f);
+}
+
 int
 main(void)
 {
@@ -852,6 +974,10 @@ main(void)
         cmocka_unit_test(test_refresh_ahead_keeps_caps_exact),
         cmocka_unit_test(test_grace_bridges_outage_and_ends_exactly),
         cmocka_unit_test(test_decrypt_grace_bridges_outage),
+        cmocka_unit_test(test_decrypt_grace_survives_encrypt_ttl),
+        cmocka_unit_test(test_decrypt_grace_survives_cap),
+        cmocka_unit_test(test_unused_key_not_kept),
+        cmocka_unit_test(test_refresh_ahead_capacity_one),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
