@@ -734,15 +734,15 @@ batch_items(struct req *rq, const msgpack_object **out)
 
 /*
  * Items run in order; one that waits on a provider does not hold up the
- * others.
+ * others.  Only when every item has a result is the reply packed, so a
+ * re-run (request.h) runs just the items still waiting.
  *
  * TODO: a batch joins only the flight of its first waiting item, so a
  * failure of another item's flight before the re-run is not recorded and
  * that item fetches again (an extra KMS call and audit line); and
  * max_inflight counts a batch as one request although its items may
  * start up to 1024 flights.  Joining every flight a batch waits on, and
- * counting items against max_inflight, would close both.  Only when every item has a result is the reply packed, so a
- * re-run (request.h) runs just the items still waiting.
+ * counting items against max_inflight, would close both.
  */
 int
 handle_batch(struct req *rq)

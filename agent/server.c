@@ -651,8 +651,9 @@ conns_of_uid(const struct server *srv, uid_t uid)
 }
 
 /*
- * Over max_connections (or the per-uid share): tell the client why in one small frame (it fits
- * the empty socket buffer, so a non-blocking send completes), then close.
+ * Over max_connections (or the per-uid share): tell the client why in
+ * one small frame (it fits the empty socket buffer, so a non-blocking
+ * send completes), then close.
  */
 static void
 refuse_connection(struct server *srv, int fd, const struct authz_peer *peer)

@@ -61,8 +61,8 @@ KC_MUST_USE int proto_msgpack_check(const uint8_t *p, size_t len,
 
 /*
  * proto_unpack_map - check body with proto_msgpack_check, then unpack it
- * as exactly one msgpack map (no trailing bytes).  On success *u owns a zone that borrows nothing from body except
- * where msgpack-c references it (it copies by default); the caller calls
+ * as exactly one msgpack map (no trailing bytes).  Strings and bins in
+ * *u may point into body, so body must outlive u; the caller calls
  * msgpack_unpacked_destroy(u) in every case.
  * Returns 0, KC_EPROTO (not msgpack, not a map, trailing bytes), KC_ENOMEM.
  */

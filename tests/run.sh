@@ -108,12 +108,14 @@ uses_compiler()
         grep -q "command = $2 "
 }
 
-# configure_build DIR [CC]: set up DIR (or reuse it) with the sanitizers,
-# then compile.  CC only matters when DIR is set up afresh.
+# configure_build DIR [CC [MESON_ARG...]]: set up DIR (or reuse it) with
+# the sanitizers and any extra meson arguments, then compile.  CC only
+# matters when DIR is set up afresh.
 configure_build()
 {
     local dir=$1 compiler=${2:-}
     local env_cc=()
+    local opts=("${SANITIZE_OPTS[@]}" "${@:3}")
 
     if [ -n "$compiler" ]; then
         env_cc=(env "CC=$compiler")
@@ -121,14 +123,14 @@ configure_build()
             ! uses_compiler "$dir" "$compiler"; then
             log "build: $dir was set up with another compiler; redoing"
             env "CC=$compiler" meson setup --wipe "$dir" \
-                "${SANITIZE_OPTS[@]}" || return 1
+                "${opts[@]}" || return 1
         fi
     fi
     if [ -f "$dir/meson-private/coredata.dat" ]; then
         log "build: reusing $dir"
-        if ! meson configure "$dir" "${SANITIZE_OPTS[@]}" >/dev/null; then
+        if ! meson configure "$dir" "${opts[@]}" >/dev/null; then
             log "build: $dir does not reconfigure; setting it up again"
-            "${env_cc[@]}" meson setup --wipe "$dir" "${SANITIZE_OPTS[@]}" ||
+            "${env_cc[@]}" meson setup --wipe "$dir" "${opts[@]}" ||
                 return 1
         fi
     else
@@ -137,7 +139,7 @@ configure_build()
             rm -rf -- "$dir"
         fi
         log "build: setting up $dir ${compiler:+(CC=$compiler)}"
-        "${env_cc[@]}" meson setup "$dir" "${SANITIZE_OPTS[@]}" || return 1
+        "${env_cc[@]}" meson setup "$dir" "${opts[@]}" || return 1
     fi
     log "build: compiling $dir"
     ninja -C "$dir"
@@ -259,7 +261,11 @@ main()
 
     if [ "$RUN_FUZZ" != 0 ]; then
         log "phase 2: $FUZZDIR (clang, ASan+UBSan): fuzz suite"
-        if configure_build "$FUZZDIR" clang; then
+        # Every file built with coverage for libFuzzer, not just the
+        # targets: without it the fuzzers get no feedback from the code
+        # they test and mutate blindly.
+        if configure_build "$FUZZDIR" clang \
+            -Dc_args=-fsanitize=fuzzer-no-link; then
             run_meson_test "$FUZZDIR" --suite fuzz
         else
             build_failed "$FUZZDIR"

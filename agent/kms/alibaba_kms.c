@@ -332,6 +332,12 @@ static const struct kms_backend ali_backend = {
     .parse_ok = ali_parse_ok,
 };
 
+const struct kms_backend *
+kms_backend_alibaba(void)
+{
+    return &ali_backend;
+}
+
 /* ---- provider entry points --------------------------------------------- */
 
 static int

@@ -281,6 +281,12 @@ static const struct kms_backend aws_backend = {
     .parse_ok = aws_parse_ok,
 };
 
+const struct kms_backend *
+kms_backend_aws(void)
+{
+    return &aws_backend;
+}
+
 /* ---- provider entry points --------------------------------------------- */
 
 static int

@@ -109,6 +109,13 @@ struct kms_backend {
 };
 
 /*
+ * kms_backend_aws / kms_backend_alibaba - the two backends, for code that
+ * reads KMS answers outside a call (the response fuzz target).
+ */
+const struct kms_backend *kms_backend_aws(void);
+const struct kms_backend *kms_backend_alibaba(void);
+
+/*
  * The provider object of both KMS providers.  It owns the HTTP multi
  * handle, the credentials and every call in the air.
  */
