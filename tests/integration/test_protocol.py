@@ -161,6 +161,28 @@ class ProtocolTest(unittest.TestCase):
                 say("connection kept: it must still serve")
                 self.assertIs(c.request("ping")["ok"], True)
 
+    def test_replies_before_a_framing_error(self):
+        say("three pings and a zero-length frame in one write: the three "
+            "replies arrive, then the framing error, then the close")
+        c = self.client()
+        c.send_raw(b"".join(frame(pack({"id": i, "op": "ping"}))
+                            for i in (1, 2, 3)) + b"\x00\x00\x00\x00")
+        self.assertEqual([c.recv()["id"] for _ in range(3)], [1, 2, 3])
+        expect_error(c.recv(), h.KC_EPROTO, rid=None)
+        c.expect_closed()
+
+    def test_burst_larger_than_a_flush(self):
+        say("150 encrypts of 1 KiB in one write (replies past the 16 KiB "
+            "flush mark): every reply arrives, each once")
+        c = self.client()
+        c.send_raw(b"".join(
+            frame(pack({"id": i, "op": "encrypt", "key": ALIAS,
+                        "plaintext": os.urandom(1024)}))
+            for i in range(150)))
+        ids = sorted(c.recv()["id"] for _ in range(150))
+        self.assertEqual(ids, list(range(150)))
+        self.assertIs(c.request("ping")["ok"], True)
+
     def test_malformed_msgpack(self):
         say("invalid MessagePack: KC_EPROTO, id nil, connection usable")
         c = self.client()
