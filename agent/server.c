@@ -56,6 +56,8 @@ struct conn {
     enum timer_mode timer_mode;
     struct authz_peer peer;
     bool closing;    /* free once the output has drained */
+    bool draining;   /* closing at shutdown: still answer the complete
+                      * frames already read, as backpressure allows */
     bool paused;     /* reading stopped for backpressure */
     size_t inflight; /* requests waiting on a key provider */
     /* Replies to the frames of the current read, written together when
@@ -325,9 +327,11 @@ conn_update_reading(struct conn *c)
         c->paused = true;
         bufferevent_disable(c->bev, EV_READ);
         timer_arm(c, TIMER_NONE, 0);
-    } else if (!over && c->paused && !c->closing) {
+    } else if (!over && c->paused && (!c->closing || c->draining)) {
         c->paused = false;
-        bufferevent_enable(c->bev, EV_READ);
+        if (!c->closing) {
+            bufferevent_enable(c->bev, EV_READ);
+        }
     }
     return !c->paused;
 }
@@ -403,6 +407,7 @@ conn_fail(struct conn *c, int code, const char *msg)
     }
     kc_buf_clear(&out);
     log_debug("connection from pid %ld: %s; closing", (long)c->peer.pid, msg);
+    c->draining = false; /* what follows cannot be framed */
     conn_close_after_flush(c);
 }
 
@@ -495,18 +500,22 @@ conn_set_write_timeout(struct conn *c)
     bufferevent_set_timeouts(c->bev, NULL, &tv);
 }
 
-static void
-conn_read_cb(struct bufferevent *bev, void *arg)
+/*
+ * Handle the complete frames waiting in c's input, as backpressure
+ * allows, and send their replies.  Returns false when c may be gone
+ * (freed, or closing after a framing error).
+ */
+static bool
+conn_process(struct conn *c)
 {
-    struct conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t max = c->srv->a->cfg->max_frame;
     uint8_t hdr[PROTO_FRAME_HDR];
     bool stopped = false;
     uint32_t len;
     int r = 0;
 
-    while (!c->closing && !c->paused &&
+    while ((!c->closing || c->draining) && !c->paused &&
            evbuffer_get_length(in) >= PROTO_FRAME_HDR) {
         evbuffer_copyout(in, hdr, sizeof(hdr));
         len = kc_load_u32(hdr);
@@ -518,7 +527,7 @@ conn_read_cb(struct bufferevent *bev, void *arg)
             conn_fail(c, len == 0 ? KC_EPROTO : KC_ETOOBIG,
                       len == 0 ? "frame length 0 is invalid"
                                : "frame length exceeds max_frame");
-            return;
+            return false;
         }
         if (evbuffer_get_length(in) - PROTO_FRAME_HDR < len) {
             break; /* wait for the rest, under the frame deadline */
@@ -542,10 +551,35 @@ conn_read_cb(struct bufferevent *bev, void *arg)
         log_warn("connection from pid %ld: out of memory; closing",
                  (long)c->peer.pid);
         conn_free(c);
-        return;
+        return false;
     }
     if (!stopped && !c->closing) {
         conn_timer_update(c);
+    }
+    return true;
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    (void)conn_process(arg);
+}
+
+/*
+ * A closing connection made progress (output drained, or a provider
+ * answered): one draining at shutdown answers more of the frames it had
+ * read; any goes once nothing is owed.  Paused means replies are queued
+ * or requests are in flight, so this runs again when they move.
+ */
+static void
+conn_settle_closing(struct conn *c)
+{
+    if (c->draining && conn_update_reading(c) && !conn_process(c)) {
+        return; /* c may be gone */
+    }
+    if (conn_is_drained(c)) {
+        conn_free(c);
     }
 }
 
@@ -556,9 +590,7 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 
     /* Called when the output has drained (low watermark 0). */
     if (c->closing) {
-        if (c->inflight == 0) {
-            conn_free(c);
-        }
+        conn_settle_closing(c);
         return;
     }
     if (c->paused && conn_update_reading(c)) {
@@ -577,13 +609,11 @@ server_conn_reply(struct conn *c, const uint8_t *frame, size_t len)
         return;
     }
     if (c->closing) {
-        if (conn_is_drained(c)) {
-            conn_free(c);
-        }
+        conn_settle_closing(c);
         return;
     }
     if (c->paused && conn_update_reading(c)) {
-        conn_read_cb(c->bev, c);
+        (void)conn_process(c);
         return;
     }
     conn_timer_update(c);
@@ -830,6 +860,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     for (c = srv->conns; c != NULL; c = next) {
         next = c->next;
         if (!c->closing) {
+            c->draining = true;
             conn_drain_on_shutdown(c);
         }
     }

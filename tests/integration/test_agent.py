@@ -83,6 +83,45 @@ class LifecycleTest(unittest.TestCase):
         c.close()
         a.stop()
 
+    def test_sigterm_while_paused_by_backpressure(self):
+        say("SIGTERM while the agent has stopped reading a client that "
+            "does not read (replies past 256 KiB): every complete frame "
+            "that reached the agent is still answered")
+        s = h.Setup()
+        a = s.start()
+        c = Client(s.socket, timeout=20)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        n, pt = 400, os.urandom(4096)
+        frames = [frame(pack({"id": i, "op": "encrypt", "key": ALIAS,
+                              "plaintext": pt})) for i in range(n)]
+        blob = b"".join(frames)
+        c.sock.setblocking(False)
+        sent, t0 = 0, time.monotonic()
+        while sent < len(blob) and time.monotonic() - t0 < 5:
+            try:
+                sent += c.sock.send(blob[sent:sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.01)
+        c.sock.setblocking(True)
+        whole = sent // len(frames[0])
+        say("the agent took %d of %d bytes: %d whole frames"
+            % (sent, len(blob), whole))
+        self.assertLess(whole, n, "the agent read everything: no pause")
+        time.sleep(0.5)
+        a.send_signal(signal.SIGTERM)
+        seen = set()
+        while True:
+            r = c.recv_or_closed(timeout=15)
+            if r is None:
+                break
+            self.assertIs(r["ok"], True, r)
+            self.assertNotIn(r["id"], seen)
+            seen.add(r["id"])
+        say("%d answered before close" % len(seen))
+        self.assertEqual(seen, set(range(whole)))
+        c.close()
+        a.stop()
+
     def test_socket_flag_and_env(self):
         s = h.Setup()
         alt = os.path.join(s.dir, "flag.sock")
