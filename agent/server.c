@@ -458,8 +458,9 @@ conn_flush_replies(struct conn *c)
 /*
  * Handle one complete frame of len body bytes at the head of in, its
  * reply appended to c->replies.  The body is read in place (pulled up
- * into one chain if it spans several), so it is not copied; a request
- * that must wait for a provider keeps its own copy (dispatch.c).
+ * into one chain if it spans several), so it is not copied, and wiped
+ * once handled; a request that must wait for a provider keeps its own
+ * copy (dispatch.c).
  */
 static int
 conn_handle_frame(struct conn *c, struct evbuffer *in, uint32_t len)
@@ -473,6 +474,9 @@ conn_handle_frame(struct conn *c, struct evbuffer *in, uint32_t len)
     }
     r = dispatch_request(c->srv->a, c, &c->peer, frame + PROTO_FRAME_HDR,
                          len, &c->replies);
+    /* Draining only moves the chain's start: wipe the bytes first, or a
+     * plaintext would stay in a chain kept for a frame still arriving. */
+    kc_wipe(frame, (size_t)PROTO_FRAME_HDR + len);
     evbuffer_drain(in, (size_t)PROTO_FRAME_HDR + len);
     if (r == DISPATCH_PENDING) {
         c->inflight++;
