@@ -340,28 +340,6 @@ kms_backend_alibaba(void)
 
 /* ---- provider entry points --------------------------------------------- */
 
-static int
-ali_generate(struct provider *p, const struct esdk_ec *ec,
-             const uint8_t *ec_ser, size_t ec_len, uint8_t *dk_out,
-             size_t dk_len, struct esdk_edk_list *edks,
-             struct provider_error *perr, provider_done_fn done, void *arg)
-{
-    return kms_call_start((struct kms_client *)p, KMS_OP_GENERATE,
-                          p->key->key_id, ec, NULL, 0, NULL, dk_out, dk_len,
-                          edks, perr, done, arg);
-}
-
-static int
-ali_wrap(struct provider *p, const struct esdk_ec *ec, const uint8_t *ec_ser,
-         size_t ec_len, const uint8_t *dk, size_t dk_len,
-         struct esdk_edk_list *edks, struct provider_error *perr,
-         provider_done_fn done, void *arg)
-{
-    return kms_call_start((struct kms_client *)p, KMS_OP_ENCRYPT,
-                          p->key->key_id, ec, NULL, 0, dk, NULL, dk_len,
-                          edks, perr, done, arg);
-}
-
 /*
  * key_id names one key when it is a bare key id (what KMS reports in
  * KeyId, and so in our EDKs); anything else (alias/NAME, an alias or key
@@ -508,8 +486,8 @@ out:
 
 static const struct provider_ops ali_ops = {
     .name = ALI_PROVIDER_ID,
-    .generate = ali_generate,
-    .wrap = ali_wrap,
+    .generate = kms_provider_generate,
+    .wrap = kms_provider_wrap,
     .edk_matches = ali_edk_matches,
     .unwrap = ali_unwrap,
     .free = kms_provider_free,

@@ -289,28 +289,6 @@ kms_backend_aws(void)
 
 /* ---- provider entry points --------------------------------------------- */
 
-static int
-aws_generate(struct provider *p, const struct esdk_ec *ec,
-             const uint8_t *ec_ser, size_t ec_len, uint8_t *dk_out,
-             size_t dk_len, struct esdk_edk_list *edks,
-             struct provider_error *perr, provider_done_fn done, void *arg)
-{
-    return kms_call_start((struct kms_client *)p, KMS_OP_GENERATE,
-                          p->key->key_id, ec, NULL, 0, NULL, dk_out, dk_len,
-                          edks, perr, done, arg);
-}
-
-static int
-aws_wrap(struct provider *p, const struct esdk_ec *ec, const uint8_t *ec_ser,
-         size_t ec_len, const uint8_t *dk, size_t dk_len,
-         struct esdk_edk_list *edks, struct provider_error *perr,
-         provider_done_fn done, void *arg)
-{
-    return kms_call_start((struct kms_client *)p, KMS_OP_ENCRYPT,
-                          p->key->key_id, ec, NULL, 0, dk, NULL, dk_len,
-                          edks, perr, done, arg);
-}
-
 /* "arn:aws:kms:<region>:<account>:key/<id>" -> "<id>", else NULL. */
 static const char *
 arn_key_id(const char *arn, size_t len)
@@ -500,8 +478,8 @@ aws_unwrap(struct provider *p, const struct esdk_edk *edk,
 
 static const struct provider_ops aws_ops = {
     .name = AWS_PROVIDER_ID,
-    .generate = aws_generate,
-    .wrap = aws_wrap,
+    .generate = kms_provider_generate,
+    .wrap = kms_provider_wrap,
     .edk_matches = aws_edk_matches,
     .unwrap = aws_unwrap,
     .free = kms_provider_free,

@@ -182,6 +182,23 @@ void kms_client_free(struct kms_client *k);
 /* kms_provider_free - the provider_ops free of every KMS provider. */
 void kms_provider_free(struct provider *p);
 
+/*
+ * kms_provider_generate / kms_provider_wrap - the provider_ops generate
+ * and wrap of every KMS provider: GenerateDataKey and Encrypt under the
+ * configured key_id (the backend lays out the request).
+ */
+int kms_provider_generate(struct provider *p, const struct esdk_ec *ec,
+                          const uint8_t *ec_ser, size_t ec_len,
+                          uint8_t *dk_out, size_t dk_len,
+                          struct esdk_edk_list *edks,
+                          struct provider_error *perr, provider_done_fn done,
+                          void *arg);
+int kms_provider_wrap(struct provider *p, const struct esdk_ec *ec,
+                      const uint8_t *ec_ser, size_t ec_len, const uint8_t *dk,
+                      size_t dk_len, struct esdk_edk_list *edks,
+                      struct provider_error *perr, provider_done_fn done,
+                      void *arg);
+
 /* What one call is to do (kms_call_start_ex); unused fields zero. */
 struct kms_call_args {
     enum kms_op op;

@@ -345,6 +345,30 @@ kms_provider_free(struct provider *p)
     kms_client_free((struct kms_client *)p);
 }
 
+int
+kms_provider_generate(struct provider *p, const struct esdk_ec *ec,
+                      const uint8_t *ec_ser, size_t ec_len, uint8_t *dk_out,
+                      size_t dk_len, struct esdk_edk_list *edks,
+                      struct provider_error *perr, provider_done_fn done,
+                      void *arg)
+{
+    return kms_call_start((struct kms_client *)p, KMS_OP_GENERATE,
+                          p->key->key_id, ec, NULL, 0, NULL, dk_out, dk_len,
+                          edks, perr, done, arg);
+}
+
+int
+kms_provider_wrap(struct provider *p, const struct esdk_ec *ec,
+                  const uint8_t *ec_ser, size_t ec_len, const uint8_t *dk,
+                  size_t dk_len, struct esdk_edk_list *edks,
+                  struct provider_error *perr, provider_done_fn done,
+                  void *arg)
+{
+    return kms_call_start((struct kms_client *)p, KMS_OP_ENCRYPT,
+                          p->key->key_id, ec, NULL, 0, dk, NULL, dk_len,
+                          edks, perr, done, arg);
+}
+
 /* ---- one call ----------------------------------------------------------- */
 
 static int call_attempt(struct kms_call *c);
