@@ -310,7 +310,7 @@ test_decrypt_uses_cache_and_survives_expiry(void **state)
     kc_buf_init(&ct, 0);
     do_encrypt(f, "k", 32, &ct, 0);
     do_decrypt(f, &ct, 0);
-    assert_int_equal(s->n.provider_calls, 1); /* seeded by the encrypt */
+    assert_int_equal(s->n.provider_calls, 1); /* the encrypting key decrypts */
     fake_now += 20000;
     do_decrypt(f, &ct, 0); /* decryption entry expired: unwrap again */
     assert_int_equal(s->n.provider_calls, 2);
@@ -781,59 +781,6 @@ slow_unwrap(struct provider *p, const struct esdk_edk *edk,
 }
 
 static void
-test_decrypt_grace_bridges_outage(void **state)
-{
-    struct fixture *f = fixture_new("decrypt_ttl = 10\ndecrypt_grace = 5",
-                                    100);
-    struct keyslot *s = slot_of(f, "k");
-    static struct provider_ops ops;
-    struct slow_provider *sp;
-    struct kc_buf ct;
-
-    kc_buf_init(&ct, 0);
-    do_encrypt(f, "k", 16, &ct, 0); /* seeds the decryption entry */
-    sp = install_slow(f, s);
-    ops = *sp->base.ops;
-    ops.unwrap = slow_unwrap;
-    ops.edk_matches = local_like_matches; /* the local key's EDKs */
-    sp->base.ops = &ops;
-    fake_now += 10000; /* decryption entry expired; inside the grace */
-    {
-        struct kc_buf req, resp;
-        msgpack_packer pk;
-        int i;
-
-        for (i = 0; i < 3; i++) {
-            kc_buf_init(&req, 0);
-            kc_buf_init(&resp, 0);
-            proto_packer_init(&pk, &req);
-            msgpack_pack_map(&pk, 3);
-            proto_pack_cstr(&pk, "id");
-            msgpack_pack_uint64(&pk, 11);
-            proto_pack_cstr(&pk, "op");
-            proto_pack_cstr(&pk, "decrypt");
-            proto_pack_cstr(&pk, "ciphertext");
-            proto_pack_bin(&pk, ct.data, ct.len);
-            assert_int_equal(dispatch_request(&f->a, NULL, &f->peer,
-                                              req.data, req.len, &resp),
-                             DISPATCH_PENDING);
-            slow_unwrap_done(slow_unwrap_arg, KC_ETIMEOUT, NULL);
-            kc_buf_clear(&req);
-            kc_buf_clear(&resp);
-            if (i == 1) {
-                fake_now += 5000; /* grace over for the third try */
-            }
-        }
-    }
-    assert_int_equal(s->n.decrypt, 2);
-    assert_int_equal(s->m.grace_uses[METRICS_OP_DECRYPT], 2);
-    kc_buf_clear(&ct);
-    dispatch_shutdown(&f->a);
-    fixture_free(f);
-}
-
-/* ---- one entry per data key: retirement edge cases ---- */
-static void
 send_decrypt_pending(struct fixture *f, const struct kc_buf *ct, int rc)
 {
     struct kc_buf req, resp;
@@ -867,6 +814,35 @@ install_slow_unwrap(struct fixture *f, struct keyslot *s)
     sp->base.ops = &ops;
     return sp;
 }
+
+static void
+test_decrypt_grace_bridges_outage(void **state)
+{
+    struct fixture *f = fixture_new("decrypt_ttl = 10\ndecrypt_grace = 5",
+                                    100);
+    struct keyslot *s = slot_of(f, "k");
+    struct kc_buf ct;
+    int i;
+
+    kc_buf_init(&ct, 0);
+    do_encrypt(f, "k", 16, &ct, 0); /* its data key also decrypts */
+    install_slow_unwrap(f, s);
+    fake_now += 10000; /* decryption lifetime over; inside the grace */
+    for (i = 0; i < 3; i++) {
+        send_decrypt_pending(f, &ct, DISPATCH_PENDING);
+        slow_unwrap_done(slow_unwrap_arg, KC_ETIMEOUT, NULL);
+        if (i == 1) {
+            fake_now += 5000; /* grace over for the third try */
+        }
+    }
+    assert_int_equal(s->n.decrypt, 2);
+    assert_int_equal(s->m.grace_uses[METRICS_OP_DECRYPT], 2);
+    kc_buf_clear(&ct);
+    dispatch_shutdown(&f->a);
+    fixture_free(f);
+}
+
+/* ---- one entry per data key: retirement edge cases ---- */
 
 /* Decrypt outage grace survives an encrypt that ends the key's
  * encryption use (TTL): the retired entry stays a decryption key until
