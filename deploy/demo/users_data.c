@@ -6,6 +6,11 @@
 #include <stdio.h>
 #include <time.h>
 
+const struct kc_context_pair users_email_ctx[2] = {
+    {"table", "users"},
+    {"column", "email"},
+};
+
 static const char *const first_names[] = {
     "Ada", "Ben", "Chloe", "Dmitri", "Elif", "Farah", "Goran", "Hana",
     "Ines", "Jonas", "Keiko", "Luis", "Maya", "Nils", "Olu", "Priya",

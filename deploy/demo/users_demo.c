@@ -38,12 +38,6 @@ struct demo {
     double enc_ms, dec_ms;
 };
 
-static const struct kc_context_pair email_ctx[] = {
-    {"table", "users"},
-    {"column", "email"},
-};
-#define EMAIL_NCTX (sizeof(email_ctx) / sizeof(email_ctx[0]))
-
 static int
 kc_fail(const struct demo *d, const char *what, int id, int r)
 {
@@ -80,7 +74,7 @@ seal_email(struct demo *d, int id, const char *email, char **b64)
     double t0 = users_now_ms();
     int r;
 
-    r = kc_encrypt(d->kc, d->alias, email_ctx, EMAIL_NCTX,
+    r = kc_encrypt(d->kc, d->alias, users_email_ctx, USERS_EMAIL_NCTX,
                    (const uint8_t *)email, strlen(email), &ct, &ct_len);
     d->enc_ms += users_now_ms() - t0;
     if (r != 0) {
@@ -199,7 +193,8 @@ open_email(struct demo *d, int id, const char *b64, uint8_t **pt,
         return kc_fail(d, "stored email is not Base64", id, r);
     }
     t0 = users_now_ms();
-    r = kc_decrypt(d->kc, ct, ct_len, email_ctx, EMAIL_NCTX, &raw, &raw_len);
+    r = kc_decrypt(d->kc, ct, ct_len, users_email_ctx, USERS_EMAIL_NCTX,
+                   &raw, &raw_len);
     d->dec_ms += users_now_ms() - t0;
     kc_free(ct);
     if (r != 0) {

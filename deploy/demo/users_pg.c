@@ -47,12 +47,6 @@ struct pgdemo {
     double enc_ms, dec_ms;
 };
 
-static const struct kc_context_pair email_ctx[] = {
-    {"table", "users"},
-    {"column", "email"},
-};
-#define EMAIL_NCTX (sizeof(email_ctx) / sizeof(email_ctx[0]))
-
 static int
 kc_fail(const struct pgdemo *d, const char *what, int id, int r)
 {
@@ -100,8 +94,8 @@ insert_chunk(struct pgdemo *d, int first, int n)
         users_make(first + i, names[i], emails[i]);
         items[i].op = KC_OP_ENCRYPT;
         items[i].alias = d->alias;
-        items[i].ctx = email_ctx;
-        items[i].nctx = EMAIL_NCTX;
+        items[i].ctx = users_email_ctx;
+        items[i].nctx = USERS_EMAIL_NCTX;
         items[i].data = (const uint8_t *)emails[i];
         items[i].len = strlen(emails[i]);
     }
@@ -243,7 +237,8 @@ check_row(struct pgdemo *d, int id, const char *name, const char *b64)
         return kc_fail(d, "stored email is not Base64", id, r);
     }
     t0 = users_now_ms();
-    r = kc_decrypt(d->kc, ct, ct_len, email_ctx, EMAIL_NCTX, &pt, &pt_len);
+    r = kc_decrypt(d->kc, ct, ct_len, users_email_ctx, USERS_EMAIL_NCTX,
+                   &pt, &pt_len);
     d->dec_ms += users_now_ms() - t0;
     kc_free(ct);
     if (r != 0) {
