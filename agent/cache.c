@@ -337,15 +337,17 @@ cache_lookup_grace(struct cache *c, const uint8_t id[CACHE_ID_LEN],
 
 struct cache_entry *
 cache_lookup_dec(struct cache *c, const uint8_t dec_id[CACHE_ID_LEN],
-                 const uint8_t enc_id[CACHE_ID_LEN], uint64_t grace_ms,
-                 bool *stale)
+                 const char *alias, const uint8_t *ec_ser, size_t ec_len,
+                 uint64_t grace_ms, bool *stale)
 {
+    uint8_t enc_id[CACHE_ID_LEN];
     struct cache_entry *e;
     uint64_t now;
 
     if ((e = cache_lookup_grace(c, dec_id, grace_ms, stale)) != NULL) {
         return e;
     }
+    cache_id_enc(c, alias, ec_ser, ec_len, enc_id);
     /* Still encrypting?  Its own TTL does not matter here: that one
      * bounds encryption, dec_expires_ms bounds decryption. */
     e = find(c, enc_id);

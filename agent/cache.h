@@ -112,13 +112,15 @@ void cache_id_successor(const struct cache *c, const uint8_t id[CACHE_ID_LEN],
 
 /*
  * cache_lookup_dec - the key for decryption id dec_id: a decryption
- * entry, or else the encryption entry under enc_id (the same alias and
- * context) if it wrote that EDK.  grace_ms and *stale as for
+ * entry, or else the encryption entry of the same alias and canonical
+ * context (ec_ser) if it wrote that EDK; the encryption id is hashed only
+ * when the first lookup misses.  grace_ms and *stale as for
  * cache_lookup_grace, against the key's decryption lifetime.
  */
 struct cache_entry *cache_lookup_dec(struct cache *c,
                                      const uint8_t dec_id[CACHE_ID_LEN],
-                                     const uint8_t enc_id[CACHE_ID_LEN],
+                                     const char *alias,
+                                     const uint8_t *ec_ser, size_t ec_len,
                                      uint64_t grace_ms, bool *stale);
 
 /*

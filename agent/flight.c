@@ -447,20 +447,22 @@ note_grace(struct keyslot *slot, struct cache_entry *e, enum metrics_op op)
 /*
  * A provider call failed at once (no re-run will follow): bridge with
  * the key still within its outage grace, if there is one (and, when
- * key_len is not 0, of that length).  A decryption passes the enc_id of
- * its alias and context too (cache_lookup_dec).  Returns the key,
+ * key_len is not 0, of that length).  A decryption passes its message's
+ * canonical context too (dec_ec, for cache_lookup_dec).  Returns the key,
  * counted, or NULL.
  */
 static struct cache_entry *
 grace_bridge(struct cache *c, struct keyslot *slot,
-             const uint8_t id[CACHE_ID_LEN], const uint8_t *enc_id,
+             const uint8_t id[CACHE_ID_LEN], const struct kc_buf *dec_ec,
              uint64_t grace_ms, size_t key_len, enum metrics_op op)
 {
     struct cache_entry *e;
     bool stale;
 
-    e = enc_id != NULL ? cache_lookup_dec(c, id, enc_id, grace_ms, &stale)
-                       : cache_lookup_grace(c, id, grace_ms, &stale);
+    e = dec_ec != NULL
+            ? cache_lookup_dec(c, id, slot->cfg->alias, dec_ec->data,
+                               dec_ec->len, grace_ms, &stale)
+            : cache_lookup_grace(c, id, grace_ms, &stale);
     if (e == NULL || !stale || (key_len != 0 && e->dk_len != key_len)) {
         return NULL;
     }
@@ -693,15 +695,15 @@ flight_dec_key(struct req *rq, struct keyslot *slot,
     const struct req_failure *fl;
     struct cache_entry *e;
     struct flight *f = NULL;
-    uint8_t id[CACHE_ID_LEN], enc_id[CACHE_ID_LEN];
+    uint8_t id[CACHE_ID_LEN];
     bool stale;
     int r;
 
     cache_id_dec(c, slot->cfg->alias, edk, h->ec_canonical.data,
                  h->ec_canonical.len, id);
-    cache_id_enc(c, slot->cfg->alias, h->ec_canonical.data,
-                 h->ec_canonical.len, enc_id);
-    e = cache_lookup_dec(c, id, enc_id, slot->cfg->decrypt_grace_ms, &stale);
+    e = cache_lookup_dec(c, id, slot->cfg->alias, h->ec_canonical.data,
+                         h->ec_canonical.len, slot->cfg->decrypt_grace_ms,
+                         &stale);
     if (e != NULL && e->dk_len != h->suite->key_len) {
         e = NULL;
     }
@@ -733,7 +735,8 @@ flight_dec_key(struct req *rq, struct keyslot *slot,
     f->ttl_ms = slot->cfg->decrypt_ttl_ms;
     r = flight_start(rq, f, &e);
     if (r != 0 && r != REQ_PENDING && stale &&
-        (e = grace_bridge(c, slot, id, enc_id, slot->cfg->decrypt_grace_ms,
+        (e = grace_bridge(c, slot, id, &h->ec_canonical,
+                          slot->cfg->decrypt_grace_ms,
                           h->suite->key_len, METRICS_OP_DECRYPT)) != NULL) {
         *dk = e->dk;
         return 0;
