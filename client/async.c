@@ -865,7 +865,9 @@ wait_for(struct kc_client *c, uint64_t id, struct kc_completion *out,
         pfd.fd = c->fd;
         pfd.events = kc_client_events(c);
         pfd.revents = 0;
-        (void)poll(&pfd, 1, until <= now ? 0 : (int)(until - now));
+        if (until > now && client_spin(c, &pfd) == 0) {
+            (void)poll(&pfd, 1, (int)(until - now));
+        }
     }
 }
 

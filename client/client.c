@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -40,6 +41,9 @@
 
 #define CLIENT_DEFAULT_TIMEOUT_MS 30000
 #define CLIENT_RECV_CHUNK         16384
+/* Default and largest kc_client_set_spin budgets, microseconds. */
+#define CLIENT_DEFAULT_SPIN_US    50
+#define CLIENT_MAX_SPIN_US        1000
 /* A reply may exceed the agent's request limit by its own fields (a
  * decrypt reply carries the plaintext plus key alias and context). */
 #define CLIENT_REPLY_SLACK 65536
@@ -102,6 +106,45 @@ client_disconnect(struct kc_client *c)
  * Returns 0 when ready (or on HUP/ERR: the next I/O call reports it),
  * KC_ETIMEOUT, KC_ESYS.
  */
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * client_spin - poll pfd without sleeping for up to c->spin_us.  Returns
+ * poll's count: > 0 when ready, 0 when the budget ran out, < 0 on error.
+ *
+ * On a virtual machine, waking a thread that sleeps in poll(2) costs tens
+ * of microseconds: its idle vCPU halts and must be sent an interrupt.
+ * That is more than the agent takes to answer from its cache, so a short
+ * busy poll first turns the wake-up into a plain system call.  The thread
+ * is waiting for the reply anyway; the price is up to spin_us of its CPU
+ * time per wait, once per wait.
+ */
+int
+client_spin(struct kc_client *c, struct pollfd *pfd)
+{
+    int64_t until;
+    int n;
+
+    if (c->spin_us <= 0) {
+        return 0;
+    }
+    until = now_ns() + (int64_t)c->spin_us * 1000;
+    do {
+        pfd->revents = 0;
+        if ((n = poll(pfd, 1, 0)) != 0 && !(n < 0 && errno == EINTR)) {
+            return n;
+        }
+    } while (now_ns() < until);
+    return 0;
+}
+
 int
 client_wait_fd(struct kc_client *c, short events, int64_t deadline)
 {
@@ -109,6 +152,11 @@ client_wait_fd(struct kc_client *c, short events, int64_t deadline)
     int64_t left;
     int n;
 
+    pfd.fd = c->fd;
+    pfd.events = events;
+    if ((n = client_spin(c, &pfd)) > 0) {
+        return 0;
+    }
     for (;;) {
         left = deadline - client_now_ms();
         if (left <= 0) {
@@ -732,6 +780,19 @@ resolve_path(const char *socket_path, const char **out)
                : KC_EINVAL;
 }
 
+/* CPUs this thread may run on (1 when unknown). */
+static int
+cpus_available(void)
+{
+    cpu_set_t set;
+
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+        return 1;
+    }
+    return CPU_COUNT(&set);
+}
+
 int
 kc_client_open(const char *socket_path, int timeout_ms,
                struct kc_client **out)
@@ -752,12 +813,23 @@ kc_client_open(const char *socket_path, int timeout_ms,
     c->fd = -1;
     client_own(c);
     c->timeout_ms = timeout_ms == 0 ? CLIENT_DEFAULT_TIMEOUT_MS : timeout_ms;
+    c->spin_us = cpus_available() > 1 ? CLIENT_DEFAULT_SPIN_US : 0;
     c->next_id = 1;
     kc_buf_init(&c->rx, 0);
     kc_buf_init(&c->tx, CLIENT_TX_MAX);
     set_max_frame(c, PROTO_DEFAULT_MAX_FRAME);
     snprintf(c->path, sizeof(c->path), "%s", path);
     *out = c;
+    return 0;
+}
+
+int
+kc_client_set_spin(struct kc_client *c, int spin_us)
+{
+    if (c == NULL || spin_us < 0 || spin_us > CLIENT_MAX_SPIN_US) {
+        return KC_EINVAL;
+    }
+    c->spin_us = spin_us;
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #define KC_CLIENT_INTERNAL_H
 
 #include <msgpack.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,7 @@ struct kc_client {
     int fd;               /* -1 when not connected */
     unsigned long owner;  /* fork generation that opened fd (client.c) */
     int timeout_ms;
+    int spin_us;          /* poll without sleeping this long first (client_wait_fd) */
     uint64_t next_id;
     size_t max_frame;     /* agent's request body limit, from hello */
     struct kc_buf rx;     /* received bytes; rx.data[rx_off..len) unread */
@@ -73,6 +75,7 @@ void client_disconnect(struct kc_client *c);
 /* client_ensure - connect (and hello) if needed, before deadline. */
 int client_ensure(struct kc_client *c, int64_t deadline);
 int client_wait_fd(struct kc_client *c, short events, int64_t deadline);
+int client_spin(struct kc_client *c, struct pollfd *pfd);
 /* client_recv_some - read into rx; deadline < 0 never waits and returns
  * KC_EAGAIN_INTERNAL when nothing is there. */
 int client_recv_some(struct kc_client *c, int64_t deadline);

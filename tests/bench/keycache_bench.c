@@ -307,8 +307,32 @@ inproc_run(struct inproc *ip, enum inproc_kind kind, size_t n, double secs)
 
 /* ---- 3.: raw Unix-socket echo ---------------------------------------- */
 
+/* libkeycache's default kc_client_set_spin budget (client.c). */
+#define CLIENT_SPIN_US 50
+
+enum echo_mode {
+    ECHO_BLOCKING, /* blocking read and write on both ends */
+    ECHO_EVLOOP,   /* child in epoll_wait, parent in poll */
+    ECHO_SPIN,     /* as ECHO_EVLOOP, the parent polls CLIENT_SPIN_US first */
+};
+
+/* Wait for events on fd, busy-polling for spin_us microseconds first. */
+static void
+wait_fd(int fd, short events, int spin_us)
+{
+    struct pollfd pfd = {.fd = fd, .events = events};
+    double until = now_s() + spin_us * 1e-6;
+
+    while (spin_us > 0 && now_s() < until) {
+        if (poll(&pfd, 1, 0) > 0) {
+            return;
+        }
+    }
+    (void)poll(&pfd, 1, 1000);
+}
+
 static bool
-full_io(int fd, uint8_t *p, size_t n, bool wr)
+full_io(int fd, uint8_t *p, size_t n, bool wr, int spin_us)
 {
     ssize_t k;
 
@@ -318,9 +342,7 @@ full_io(int fd, uint8_t *p, size_t n, bool wr)
             continue;
         }
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            struct pollfd pfd = {.fd = fd, .events = wr ? POLLOUT : POLLIN};
-
-            (void)poll(&pfd, 1, 1000); /* a non-blocking socket */
+            wait_fd(fd, wr ? POLLOUT : POLLIN, spin_us); /* non-blocking */
             continue;
         }
         if (k <= 0) {
@@ -337,7 +359,9 @@ full_io(int fd, uint8_t *p, size_t n, bool wr)
  * child that echoes it: p50 in microseconds, *ops round trips/s.  With
  * evloop, both ends wait the way the agent and libkeycache do (the child
  * in epoll_wait, the parent in poll on a non-blocking socket) instead of
- * in a blocking read: the floor for any event-loop server.
+ * in a blocking read: the floor for any event-loop server.  ECHO_SPIN
+ * adds libkeycache's wait (a short busy poll before sleeping), so the
+ * agent's depth-1 latency can be compared like for like.
  */
 static void
 echo_child(int fd, bool evloop)
@@ -358,16 +382,18 @@ echo_child(int fd, bool evloop)
         if (evloop && epoll_wait(ep, &ev, 1, -1) < 0 && errno != EINTR) {
             _exit(1);
         }
-        if (!full_io(fd, msg, sizeof(msg), false) ||
-            !full_io(fd, msg, sizeof(msg), true)) {
+        if (!full_io(fd, msg, sizeof(msg), false, 0) ||
+            !full_io(fd, msg, sizeof(msg), true, 0)) {
             _exit(0);
         }
     }
 }
 
 static double
-echo_run(double secs, bool evloop, double *ops, double *p99)
+echo_run(double secs, enum echo_mode mode, double *ops, double *p99)
 {
+    bool evloop = mode != ECHO_BLOCKING;
+    int spin_us = mode == ECHO_SPIN ? CLIENT_SPIN_US : 0;
     static double lat[MAX_SAMPLES];
     uint8_t msg[120];
     int sv[2], st;
@@ -394,8 +420,8 @@ echo_run(double secs, bool evloop, double *ops, double *p99)
     start = now_s();
     do {
         t0 = now_s();
-        if (!full_io(sv[0], msg, sizeof(msg), true) ||
-            !full_io(sv[0], msg, sizeof(msg), false)) {
+        if (!full_io(sv[0], msg, sizeof(msg), true, spin_us) ||
+            !full_io(sv[0], msg, sizeof(msg), false, spin_us)) {
             die("%s", "echo child failed");
         }
         t1 = now_s();
@@ -416,7 +442,7 @@ write_file(const char *path, const void *p, size_t n, mode_t mode)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 
-    if (fd < 0 || !full_io(fd, (uint8_t *)p, n, true)) {
+    if (fd < 0 || !full_io(fd, (uint8_t *)p, n, true, 0)) {
         die("cannot write %s", path);
     }
     close(fd);
@@ -743,7 +769,8 @@ agent_cache_stats(struct kc_client *c, double *entries, double *locked)
 static void
 agent_suite(const struct opts *o)
 {
-    struct kc_client *c;
+    const struct fig *f;
+    struct kc_client *c, *c0;
     struct load l;
     uint8_t *ct64 = NULL, *ct1k = NULL;
     size_t ct64_len = 0, ct1k_len = 0;
@@ -778,6 +805,29 @@ agent_suite(const struct opts *o)
                 "  latency p99", p99, "us", "uds_echo_p50_us", false);
         fig_add(d ? "agent_decrypt_depth1_p999_us" : "agent_depth1_p999_us",
                 "  latency p99.9", p999, "us", "uds_echo_p50_us", false);
+        if (!d) {
+            /* What libkeycache's spin buys, and what the agent adds to an
+             * echo that waits the same way. */
+            if ((f = fig_find("uds_echo_spin_p50_us")) != NULL) {
+                fig_add("agent_depth1_p50_over_spin_echo_us",
+                        "  p50 minus spin-echo p50", p50 - f->value, "us", NULL,
+                        false);
+            }
+            c0 = agent_client();
+            if (kc_client_set_spin(c0, 0) != 0) {
+                die("%s", "kc_client_set_spin failed");
+            }
+            progress(o, "agent encrypt depth 1 without spin");
+            v = run_depth1(c0, &l, o->secs, &p50, &p99, &p999);
+            kc_client_free(c0);
+            fig_add("agent_depth1_nospin_ops",
+                    "agent encrypt 64 B, depth 1, spin off", v, "ops/s",
+                    "agent_depth1_ops", true);
+            fig_add("agent_depth1_nospin_p50_us", "  latency p50", p50, "us",
+                    "uds_echo_evloop_p50_us", false);
+            fig_add("agent_depth1_nospin_p99_us", "  latency p99", p99, "us",
+                    "uds_echo_evloop_p50_us", false);
+        }
         progress(o, "agent pipelined and batched");
         v = run_pipelined(c, &l, 16, 0, o->secs, 0);
         fig_add(d ? "agent_decrypt_depth16_ops" : "agent_depth16_ops",
@@ -1024,18 +1074,26 @@ main(int argc, char **argv)
             inproc_run(&ip, IP_KEYCACHE, 1024, o.secs), "ops/s",
             "inproc_naive_1k_ops", true);
     progress(&o, "Unix-socket echo");
-    v = echo_run(o.secs, false, &ops, &p99);
+    v = echo_run(o.secs, ECHO_BLOCKING, &ops, &p99);
     fig_add("uds_echo_ops", "raw Unix-socket echo, depth 1", ops, "ops/s",
             NULL, true);
     fig_add("uds_echo_p50_us", "  round trip p50", v, "us", NULL, false);
     fig_add("uds_echo_p99_us", "  round trip p99", p99, "us", NULL, false);
-    v = echo_run(o.secs, true, &ops, &p99);
+    v = echo_run(o.secs, ECHO_EVLOOP, &ops, &p99);
     fig_add("uds_echo_evloop_ops",
             "Unix-socket echo, epoll server, poll client", ops, "ops/s",
             NULL, true);
     fig_add("uds_echo_evloop_p50_us", "  round trip p50", v, "us",
             "uds_echo_p50_us", false);
     fig_add("uds_echo_evloop_p99_us", "  round trip p99", p99, "us", NULL,
+            false);
+    v = echo_run(o.secs, ECHO_SPIN, &ops, &p99);
+    fig_add("uds_echo_spin_ops",
+            "Unix-socket echo, epoll server, client spins then polls", ops,
+            "ops/s", NULL, true);
+    fig_add("uds_echo_spin_p50_us", "  round trip p50", v, "us",
+            "uds_echo_p50_us", false);
+    fig_add("uds_echo_spin_p99_us", "  round trip p99", p99, "us", NULL,
             false);
     agent_suite(&o);
     progress(&o, "node peer");

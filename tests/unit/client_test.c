@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -652,6 +653,63 @@ test_roundtrip(void **state)
     fake_stop(f);
 }
 
+/* Thread CPU time in milliseconds. */
+static int64_t
+thread_cpu_ms(void)
+{
+    struct rusage ru;
+
+    assert_int_equal(getrusage(RUSAGE_THREAD, &ru), 0);
+    return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+/* The busy poll before sleeping is bounded: waiting 300 ms on a silent
+ * agent with the largest spin costs about a millisecond of CPU, not 300,
+ * and still times out on time.  Spin settings outside 0..1000 are refused. */
+static void
+test_spin_is_bounded(void **state)
+{
+    struct fake *f = fake_start(FAKE_SILENT);
+    struct kc_client *c = NULL;
+    int64_t t0, cpu0, dt;
+
+    (void)state;
+    assert_int_equal(kc_client_new(f->path, 300, &c), 0);
+    assert_int_equal(kc_client_set_spin(c, -1), KC_EINVAL);
+    assert_int_equal(kc_client_set_spin(c, 1001), KC_EINVAL);
+    assert_int_equal(kc_client_set_spin(NULL, 0), KC_EINVAL);
+    assert_int_equal(kc_client_set_spin(c, 1000), 0);
+    t0 = mono_ms();
+    cpu0 = thread_cpu_ms();
+    assert_int_equal(kc_ping(c), KC_ETIMEOUT);
+    dt = mono_ms() - t0;
+    assert_true(dt >= 290 && dt < 2000);
+    assert_true(thread_cpu_ms() - cpu0 < 60);
+    kc_client_free(c);
+    fake_stop(f);
+}
+
+/* Every spin setting gets the same answers. */
+static void
+test_spin_settings_roundtrip(void **state)
+{
+    static const int spins[] = {0, 1, 50, 1000};
+    struct fake *f = fake_start(FAKE_GOOD);
+    struct kc_client *c = NULL;
+    size_t i;
+
+    (void)state;
+    assert_int_equal(kc_client_new(f->path, 5000, &c), 0);
+    for (i = 0; i < sizeof(spins) / sizeof(spins[0]); i++) {
+        assert_int_equal(kc_client_set_spin(c, spins[i]), 0);
+        roundtrip(c, (const uint8_t *)"alice@example.com", 17);
+        assert_int_equal(kc_ping(c), 0);
+    }
+    kc_client_free(c);
+    fake_stop(f);
+}
+
 static void
 test_too_big_local(void **state)
 {
@@ -935,6 +993,8 @@ main(void)
         cmocka_unit_test(test_env_socket),
         cmocka_unit_test(test_closed_mid_request),
         cmocka_unit_test(test_timeout),
+        cmocka_unit_test(test_spin_is_bounded),
+        cmocka_unit_test(test_spin_settings_roundtrip),
         cmocka_unit_test(test_busy_at_hello),
         cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_error_reply),
