@@ -48,6 +48,10 @@ struct agent {
     int (*on_serving)(struct agent *a); /* run once the loop is set up */
     size_t warmup_pending;           /* pre-warm fetches still running */
     size_t warmup_failed;
+    /* A cleared msgpack zone kept for the next request to unpack into
+     * (run_request); it never holds payload bytes, only objects
+     * pointing into the frame. */
+    struct msgpack_zone *spare_zone;
 };
 
 /*

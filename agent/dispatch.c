@@ -141,6 +141,18 @@ req_note(struct req *rq, const char *op, int code)
                          metrics_now_ns() - rq->start_ns);
 }
 
+/* Keep u's zone, cleared, for the next request, or free it. */
+static void
+unpacked_done(struct agent *a, msgpack_unpacked *u)
+{
+    if (a->spare_zone == NULL && u->zone != NULL) {
+        msgpack_zone_clear(u->zone);
+        a->spare_zone = u->zone;
+        u->zone = NULL;
+    }
+    msgpack_unpacked_destroy(u);
+}
+
 static int
 run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
             const uint8_t *body, size_t len, struct kc_buf *out,
@@ -158,11 +170,12 @@ run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
     rq.peer = peer;
     rq.pend = pend;
     rq.start_ns = pend != NULL ? pend->start_ns : metrics_now_ns();
-    msgpack_unpacked_init(&u);
     if (proto_frame_begin(out, &mark) != 0) {
-        msgpack_unpacked_destroy(&u);
         return KC_ENOMEM;
     }
+    msgpack_unpacked_init(&u);
+    u.zone = a->spare_zone; /* NULL while another run holds it */
+    a->spare_zone = NULL;
     proto_packer_init(&rq.pk, out);
 
     if ((r = proto_unpack_map(body, len, &u)) != 0) {
@@ -186,7 +199,7 @@ run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
     if (r == REQ_PENDING) {
         kc_wipe(out->data + start, out->len - start);
         out->len = start;
-        msgpack_unpacked_destroy(&u);
+        unpacked_done(a, &u);
         *wait_on = rq.wait_on;
         *batch_new = rq.batch_new;
         return REQ_PENDING;
@@ -211,7 +224,7 @@ run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
                   opname != NULL ? opname : "(none)", kc_errname(code),
                   rq.msg);
     }
-    msgpack_unpacked_destroy(&u);
+    unpacked_done(a, &u);
     if (r != 0) {
         kc_wipe(out->data + start, out->len - start);
         out->len = start;
@@ -349,5 +362,9 @@ dispatch_shutdown(struct agent *a)
     flight_abort_all(a);
     while (a->pending != NULL) {
         pending_free(a->pending);
+    }
+    if (a->spare_zone != NULL) {
+        msgpack_zone_free(a->spare_zone);
+        a->spare_zone = NULL;
     }
 }

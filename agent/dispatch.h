@@ -32,7 +32,8 @@ KC_MUST_USE int dispatch_request(struct agent *a, struct conn *conn,
 void dispatch_conn_closed(struct agent *a, struct conn *conn);
 
 /* dispatch_shutdown - at exit: drop flights and waiting requests,
- * wiping their bodies.  Call before the providers are freed. */
+ * wiping their bodies, and the spare msgpack zone.  Call before the
+ * providers are freed. */
 void dispatch_shutdown(struct agent *a);
 
 #endif /* KC_DISPATCH_H */

@@ -244,17 +244,30 @@ message_edks(struct req *rq, struct keyslot *slot, struct cache_entry *e,
     return 0;
 }
 
+/* The success reply of an encrypt, up to the ciphertext's bytes. */
+static void
+pack_encrypt_reply(struct req *rq, size_t ct_len)
+{
+    pack_ok_header(rq, 1);
+    proto_pack_cstr(&rq->pk, "ciphertext");
+    msgpack_pack_bin(&rq->pk, ct_len);
+}
+
 /*
  * The non-signing suite: every message under e's data key shares its
  * header but for the message ID, so the header parts are serialized once
- * per entry (esdk_tmpl) and each message costs only the crypto.
+ * per entry (esdk_tmpl) and each message costs only the crypto.  The
+ * message is written straight into the reply (its length is known
+ * beforehand); on failure the caller discards the partial reply.
  */
 static int
 encrypt_with_tmpl(struct req *rq, struct cache_entry *e,
                   const struct esdk_ec *ec, const uint8_t *pt,
-                  size_t pt_len, struct kc_buf *ct)
+                  size_t pt_len)
 {
     const struct key_config *k = e->slot->cfg;
+    struct kc_buf *out = rq->pk.data;
+    size_t len, start;
     int r;
 
     /* A reload that changes frame_len wipes the alias's entries
@@ -273,27 +286,35 @@ encrypt_with_tmpl(struct req *rq, struct cache_entry *e,
         /* The template holds the EDKs serialized; keep one copy only. */
         esdk_edk_list_clear(&e->edks);
     }
+    len = esdk_tmpl_msg_len(e->tmpl, pt_len);
+    pack_encrypt_reply(rq, len);
+    start = out->len;
     if ((r = esdk_tmpl_encrypt(e->tmpl, e->dk, e->dk_len, pt, pt_len,
-                               ct)) != 0) {
+                               out)) != 0) {
         return fail(rq, r, "encryption failed: %s", kc_strerror(r));
+    }
+    if (out->len - start != len) {
+        return fail(rq, KC_ESYS, "internal error: message length");
     }
     use_enc_entry(rq, e, pt_len);
     return 0;
 }
 
+/* Encrypt pt and pack the success reply. */
 static int
 encrypt_message(struct req *rq, struct keyslot *slot, const struct esdk_ec *ec,
-                const uint8_t *pt, size_t pt_len, struct kc_buf *ct)
+                const uint8_t *pt, size_t pt_len)
 {
     const struct key_config *k = slot->cfg;
     struct esdk_enc *enc = NULL;
     struct esdk_edk_list edks;
     struct cache_entry *e = NULL;
-    struct kc_buf ec_ser;
+    struct kc_buf ec_ser, ct;
     int r;
 
     esdk_edk_list_init(&edks);
     kc_buf_init(&ec_ser, 0);
+    kc_buf_init(&ct, 0);
     if ((r = esdk_ec_serialize(ec, &ec_ser)) != 0) {
         r = fail(rq, r, "encryption context over 65535 bytes serialized");
         goto out;
@@ -303,7 +324,7 @@ encrypt_message(struct req *rq, struct keyslot *slot, const struct esdk_ec *ec,
         goto out;
     }
     if (k->suite == ESDK_SUITE_AES256_HKDF_SHA512_COMMIT) {
-        r = encrypt_with_tmpl(rq, e, ec, pt, pt_len, ct);
+        r = encrypt_with_tmpl(rq, e, ec, pt, pt_len);
         goto out;
     }
     if ((r = esdk_enc_new(k->suite, ec, &enc)) != 0) {
@@ -316,16 +337,19 @@ encrypt_message(struct req *rq, struct keyslot *slot, const struct esdk_ec *ec,
         goto out;
     }
     r = esdk_enc_finish(enc, e->dk, e->dk_len, &edks, k->frame_len, pt,
-                        pt_len, ct);
+                        pt_len, &ct);
     if (r != 0) {
         r = fail(rq, r, "encryption failed: %s", kc_strerror(r));
         goto out;
     }
     use_enc_entry(rq, e, pt_len);
+    pack_encrypt_reply(rq, ct.len);
+    msgpack_pack_bin_body(&rq->pk, ct.data, ct.len);
 out:
     esdk_enc_free(enc);
     esdk_edk_list_clear(&edks);
     kc_buf_clear(&ec_ser);
+    kc_buf_clear(&ct);
     return r;
 }
 
@@ -334,13 +358,11 @@ handle_encrypt(struct req *rq)
 {
     struct keyslot *slot;
     struct esdk_ec ec;
-    struct kc_buf ct;
     const uint8_t *pt;
     size_t pt_len;
     int r;
 
     esdk_ec_init(&ec);
-    kc_buf_init(&ct, 0);
     if ((r = get_slot(rq, &slot)) != 0 ||
         (r = authorize(rq, slot, OPK_ENCRYPT)) != 0) {
         goto out;
@@ -362,16 +384,12 @@ handle_encrypt(struct req *rq)
                  "context keys starting with 'aws-crypto-' are reserved");
         goto out;
     }
-    if ((r = encrypt_message(rq, slot, &ec, pt, pt_len, &ct)) != 0) {
+    if ((r = encrypt_message(rq, slot, &ec, pt, pt_len)) != 0) {
         goto out;
     }
     slot->n.encrypt++;
-    pack_ok_header(rq, 1);
-    proto_pack_cstr(&rq->pk, "ciphertext");
-    proto_pack_bin(&rq->pk, ct.data, ct.len);
 out:
     esdk_ec_clear(&ec);
-    kc_buf_clear(&ct);
     return r;
 }
 
@@ -637,17 +655,26 @@ batch_state_new(size_t n)
     return bs;
 }
 
+/* Drop what was appended to b past start, wiping it. */
+static void
+buf_truncate(struct kc_buf *b, size_t start)
+{
+    kc_wipe(b->data + start, b->len - start);
+    b->len = start;
+}
+
 /*
- * Run item i of a batch into bs->results[i].  Returns REQ_PENDING (the
- * item waits on sub->wait_on) or 0 (done: a success or an error result).
+ * Run one batch item, appending its result map to dst.  Returns
+ * REQ_PENDING (nothing appended; the item waits on *wait_on) or 0 (a
+ * success or an error result appended).
  */
 static int
 batch_run_item(struct req *rq, const msgpack_object *item,
-               struct batch_state *bs, size_t i, struct flight **wait_on)
+               struct kc_buf *dst, struct flight **wait_on)
 {
     struct req sub;
     const char *op = NULL;
-    size_t op_len = 0;
+    size_t op_len = 0, start = dst->len;
     int r;
 
     /* Only what an item's handler reads (not the 400-byte message). */
@@ -662,14 +689,7 @@ batch_run_item(struct req *rq, const msgpack_object *item,
     sub.is_item = true;
     sub.start_ns = rq->start_ns;
     sub.batch_new = NULL;
-    kc_buf_clear(&bs->results[i]);
-    /* Room for a typical result at once, not grown in copy-and-wipe
-     * steps: a message is its plaintext plus a few hundred bytes. */
-    if (kc_buf_reserve(&bs->results[i], 512) != 0) {
-        /* Out of memory: packing below grows it, or fails the same way
-         * every other reply does. */
-    }
-    proto_packer_init(&sub.pk, &bs->results[i]);
+    proto_packer_init(&sub.pk, dst);
     if (proto_get_str(item, "op", true, &op, &op_len) != 0) {
         r = fail(&sub, KC_EINVAL, "item field 'op' (string) is required");
     } else if (op_len == 7 && memcmp(op, "encrypt", 7) == 0) {
@@ -681,13 +701,12 @@ batch_run_item(struct req *rq, const msgpack_object *item,
                  "batch items may only be encrypt or decrypt");
     }
     if (r == REQ_PENDING) {
-        kc_buf_clear(&bs->results[i]);
+        buf_truncate(dst, start);
         *wait_on = sub.wait_on;
         return REQ_PENDING;
     }
     if (r != 0) {
-        kc_buf_clear(&bs->results[i]);
-        proto_packer_init(&sub.pk, &bs->results[i]);
+        buf_truncate(dst, start);
         proto_pack_error_body(&sub.pk, r, sub.msg);
         if (sub.slot != NULL) {
             sub.slot->n.errors++;
@@ -699,6 +718,24 @@ batch_run_item(struct req *rq, const msgpack_object *item,
         snprintf(opn, sizeof(opn), "%.*s", (int)(op_len < 7 ? op_len : 7),
                  op);
         req_note(&sub, opn, r);
+    }
+    return 0;
+}
+
+/* Run item i into bs->results[i]; marks it done unless it waits. */
+static int
+batch_run_held(struct req *rq, const msgpack_object *item,
+               struct batch_state *bs, size_t i, struct flight **wait_on)
+{
+    kc_buf_clear(&bs->results[i]);
+    /* Room for a typical result at once, not grown in copy-and-wipe
+     * steps: a message is its plaintext plus a few hundred bytes. */
+    if (kc_buf_reserve(&bs->results[i], 512) != 0) {
+        /* Out of memory: packing below grows it, or fails the same way
+         * every other reply does. */
+    }
+    if (batch_run_item(rq, item, &bs->results[i], wait_on) == REQ_PENDING) {
+        return REQ_PENDING;
     }
     bs->done[i] = true;
     return 0;
@@ -744,11 +781,79 @@ batch_items(struct req *rq, const msgpack_object **out)
  * start up to 1024 flights.  Joining every flight a batch waits on, and
  * counting items against max_inflight, would close both.
  */
+/*
+ * First run of a batch: results go straight into the reply while every
+ * item completes.  At the first item that waits, the results so far move
+ * into a batch_state (the slow path, which keeps each result apart until
+ * all are in) and the rest run into it.  Returns 0 (reply packed),
+ * REQ_PENDING with *bsp and *wait_on set, or an error.
+ */
+static int
+batch_first_run(struct req *rq, const msgpack_object *items,
+                struct batch_state **bsp, struct flight **wait_on)
+{
+    struct kc_buf *out = rq->pk.data;
+    struct batch_state *bs = NULL;
+    struct flight *w;
+    size_t n = items->via.array.size, i, j, reply_start = out->len;
+    size_t ends[MAX_BATCH_ITEMS + 1]; /* item i: [ends[i], ends[i + 1]) */
+
+    pack_ok_header(rq, 1);
+    proto_pack_cstr(&rq->pk, "results");
+    msgpack_pack_array(&rq->pk, n);
+    ends[0] = out->len;
+    for (i = 0; i < n; i++) {
+        const msgpack_object *item = &items->via.array.ptr[i];
+
+        if (bs != NULL) {
+            if (batch_run_held(rq, item, bs, i, &w) == REQ_PENDING &&
+                *wait_on == NULL) {
+                *wait_on = w;
+            }
+            continue;
+        }
+        if (batch_run_item(rq, item, out, &w) != REQ_PENDING) {
+            ends[i + 1] = out->len;
+            continue;
+        }
+        /* Item i waits: switch to the slow path. */
+        *wait_on = w;
+        if ((bs = batch_state_new(n)) == NULL) {
+            buf_truncate(out, reply_start);
+            return fail(rq, KC_ENOMEM, "out of memory for a batch");
+        }
+        for (j = 0; j < i; j++) {
+            if (kc_buf_put(&bs->results[j], out->data + ends[j],
+                           ends[j + 1] - ends[j]) != 0) {
+                batch_state_free(bs);
+                buf_truncate(out, reply_start);
+                return fail(rq, KC_ENOMEM, "out of memory for a batch");
+            }
+            bs->done[j] = true;
+        }
+        buf_truncate(out, reply_start);
+    }
+    *bsp = bs;
+    return bs == NULL ? 0 : REQ_PENDING;
+}
+
+/*
+ * Items run in order; one that waits on a provider does not hold up the
+ * others.  Only when every item has a result is the reply packed, so a
+ * re-run (request.h) runs just the items still waiting.
+ *
+ * TODO: a batch joins only the flight of its first waiting item, so a
+ * failure of another item's flight before the re-run is not recorded and
+ * that item fetches again (an extra KMS call and audit line); and
+ * max_inflight counts a batch as one request although its items may
+ * start up to 1024 flights.  Joining every flight a batch waits on, and
+ * counting items against max_inflight, would close both.
+ */
 int
 handle_batch(struct req *rq)
 {
     const msgpack_object *items = NULL;
-    struct batch_state *bs;
+    struct batch_state *bs = NULL;
     struct flight *wait_on = NULL, *w;
     size_t i, n;
     int r;
@@ -757,19 +862,24 @@ handle_batch(struct req *rq)
         return r;
     }
     n = items->via.array.size;
-    bs = rq->pend != NULL ? rq->pend->batch : NULL;
-    if (bs != NULL && bs->n != n) {
-        return fail(rq, KC_EINVAL, "batch changed between runs");
+    if (rq->pend != NULL) {
+        bs = rq->pend->batch;
     }
-    if (bs == NULL && (bs = batch_state_new(n)) == NULL) {
-        return fail(rq, KC_ENOMEM, "out of memory for a batch");
-    }
-    for (i = 0; i < n; i++) {
-        if (!bs->done[i] &&
-            batch_run_item(rq, &items->via.array.ptr[i], bs, i, &w) ==
-                REQ_PENDING &&
-            wait_on == NULL) {
-            wait_on = w;
+    if (bs == NULL) {
+        if ((r = batch_first_run(rq, items, &bs, &wait_on)) != REQ_PENDING) {
+            return r;
+        }
+    } else {
+        if (bs->n != n) {
+            return fail(rq, KC_EINVAL, "batch changed between runs");
+        }
+        for (i = 0; i < n; i++) {
+            if (!bs->done[i] &&
+                batch_run_held(rq, &items->via.array.ptr[i], bs, i, &w) ==
+                    REQ_PENDING &&
+                wait_on == NULL) {
+                wait_on = w;
+            }
         }
     }
     if (wait_on != NULL) {

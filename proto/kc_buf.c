@@ -44,7 +44,7 @@ kc_buf_clear(struct kc_buf *b)
 }
 
 int
-kc_buf_reserve(struct kc_buf *b, size_t n)
+kc_buf_grow(struct kc_buf *b, size_t n)
 {
     size_t need, ncap;
     uint8_t *p;
@@ -74,28 +74,6 @@ kc_buf_reserve(struct kc_buf *b, size_t n)
     b->data = p;
     b->cap = ncap;
     return 0;
-}
-
-int
-kc_buf_put(struct kc_buf *b, const void *p, size_t n)
-{
-    int r;
-
-    if (n == 0) {
-        return 0;
-    }
-    if ((r = kc_buf_reserve(b, n)) != 0) {
-        return r;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-int
-kc_buf_put_u8(struct kc_buf *b, uint8_t v)
-{
-    return kc_buf_put(b, &v, 1);
 }
 
 int
@@ -188,36 +166,6 @@ kc_rd_init(struct kc_rd *r, const uint8_t *p, size_t len, int err)
     r->len = len;
     r->off = 0;
     r->err = err;
-}
-
-size_t
-kc_rd_left(const struct kc_rd *r)
-{
-    return r->len - r->off;
-}
-
-int
-kc_rd_bytes(struct kc_rd *r, size_t n, const uint8_t **out)
-{
-    if (n > kc_rd_left(r)) {
-        return r->err;
-    }
-    *out = r->p + r->off;
-    r->off += n;
-    return 0;
-}
-
-int
-kc_rd_u8(struct kc_rd *r, uint8_t *v)
-{
-    const uint8_t *p;
-    int rc;
-
-    if ((rc = kc_rd_bytes(r, 1, &p)) != 0) {
-        return rc;
-    }
-    *v = p[0];
-    return 0;
 }
 
 int

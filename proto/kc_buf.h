@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kc_err.h"
 
@@ -36,16 +37,47 @@ void kc_buf_init(struct kc_buf *b, size_t max);
 /* kc_buf_clear - wipe and free the storage; b is empty and reusable. */
 void kc_buf_clear(struct kc_buf *b);
 
+/* kc_buf_grow - kc_buf_reserve's slow path (kc_buf.c). */
+KC_MUST_USE int kc_buf_grow(struct kc_buf *b, size_t n);
+
 /*
  * kc_buf_reserve - make room for n more bytes.
  * Returns 0, -KC_ETOOBIG past max, KC_ENOMEM.  On growth the old storage
- * is wiped before it is freed.
+ * is wiped before it is freed.  The check that there is room already is
+ * inline: it runs for every field of every message packed.
  */
-KC_MUST_USE int kc_buf_reserve(struct kc_buf *b, size_t n);
+KC_MUST_USE static inline int
+kc_buf_reserve(struct kc_buf *b, size_t n)
+{
+    if (n <= b->cap - b->len && n <= b->max - b->len) {
+        return 0;
+    }
+    return kc_buf_grow(b, n);
+}
 
 /* kc_buf_put* - append; same returns as kc_buf_reserve. */
-KC_MUST_USE int kc_buf_put(struct kc_buf *b, const void *p, size_t n);
-KC_MUST_USE int kc_buf_put_u8(struct kc_buf *b, uint8_t v);
+KC_MUST_USE static inline int
+kc_buf_put(struct kc_buf *b, const void *p, size_t n)
+{
+    int r;
+
+    if (n == 0) {
+        return 0;
+    }
+    if ((r = kc_buf_reserve(b, n)) != 0) {
+        return r;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+KC_MUST_USE static inline int
+kc_buf_put_u8(struct kc_buf *b, uint8_t v)
+{
+    return kc_buf_put(b, &v, 1);
+}
+
 KC_MUST_USE int kc_buf_put_u16(struct kc_buf *b, uint16_t v);
 KC_MUST_USE int kc_buf_put_u32(struct kc_buf *b, uint32_t v);
 KC_MUST_USE int kc_buf_put_u64(struct kc_buf *b, uint64_t v);
@@ -83,12 +115,38 @@ struct kc_rd {
 };
 
 void kc_rd_init(struct kc_rd *r, const uint8_t *p, size_t len, int err);
-size_t kc_rd_left(const struct kc_rd *r);
-KC_MUST_USE int kc_rd_u8(struct kc_rd *r, uint8_t *v);
+
+static inline size_t
+kc_rd_left(const struct kc_rd *r)
+{
+    return r->len - r->off;
+}
+
+/* kc_rd_bytes - borrow n bytes (pointer into the input; not copied). */
+KC_MUST_USE static inline int
+kc_rd_bytes(struct kc_rd *r, size_t n, const uint8_t **out)
+{
+    if (n > kc_rd_left(r)) {
+        *out = NULL;
+        return r->err;
+    }
+    *out = r->p + r->off;
+    r->off += n;
+    return 0;
+}
+
+KC_MUST_USE static inline int
+kc_rd_u8(struct kc_rd *r, uint8_t *v)
+{
+    if (kc_rd_left(r) < 1) {
+        *v = 0;
+        return r->err;
+    }
+    *v = r->p[r->off++];
+    return 0;
+}
+
 KC_MUST_USE int kc_rd_u16(struct kc_rd *r, uint16_t *v);
 KC_MUST_USE int kc_rd_u32(struct kc_rd *r, uint32_t *v);
 KC_MUST_USE int kc_rd_u64(struct kc_rd *r, uint64_t *v);
-/* kc_rd_bytes - borrow n bytes (pointer into the input; not copied). */
-KC_MUST_USE int kc_rd_bytes(struct kc_rd *r, size_t n, const uint8_t **out);
-
 #endif /* KC_BUF_H */

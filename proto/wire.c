@@ -230,7 +230,13 @@ proto_unpack_map(const uint8_t *body, size_t len, msgpack_unpacked *u)
         return KC_EPROTO;
     }
 
-    ret = msgpack_unpack_next(u, (const char *)body, len, &off);
+    /* msgpack_unpack with the caller's zone, not msgpack_unpack_next,
+     * which frees the zone and makes a new one on every call. */
+    if (u->zone == NULL &&
+        (u->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE)) == NULL) {
+        return KC_ENOMEM;
+    }
+    ret = msgpack_unpack((const char *)body, len, &off, u->zone, &u->data);
     if (ret == MSGPACK_UNPACK_NOMEM_ERROR) {
         return KC_ENOMEM;
     }

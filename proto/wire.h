@@ -63,7 +63,9 @@ KC_MUST_USE int proto_msgpack_check(const uint8_t *p, size_t len,
  * proto_unpack_map - check body with proto_msgpack_check, then unpack it
  * as exactly one msgpack map (no trailing bytes).  Strings and bins in
  * *u may point into body, so body must outlive u; the caller calls
- * msgpack_unpacked_destroy(u) in every case.
+ * msgpack_unpacked_destroy(u) in every case.  The objects go to u->zone
+ * when it is set (made otherwise), so a caller may keep one zone and
+ * msgpack_zone_clear it between messages instead.
  * Returns 0, KC_EPROTO (not msgpack, not a map, trailing bytes), KC_ENOMEM.
  */
 KC_MUST_USE int proto_unpack_map(const uint8_t *body, size_t len,

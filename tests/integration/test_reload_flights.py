@@ -112,6 +112,54 @@ class ReloadDuringFlightTest(unittest.TestCase):
             e.stop()
 
 
+class BatchWaitTest(unittest.TestCase):
+    def test_batch_with_a_waiting_item_in_the_middle(self):
+        say("batch: local items answered at once, an 'aws' item waiting "
+            "0.5 s on KMS in the middle, a bad item; one reply, results in "
+            "item order, every ciphertext decrypts to its own plaintext")
+        e = Env()
+        e.agent.start()
+        try:
+            e.fake.fault("delay", count=1, op="GenerateDataKey", seconds=0.5)
+            items = [
+                {"op": "encrypt", "key": "loc", "plaintext": b"first"},
+                {"op": "encrypt", "key": "loc", "plaintext": b"second",
+                 "context": {"t": "2"}},
+                {"op": "encrypt", "key": "aws", "plaintext": b"third"},
+                {"op": "sign", "key": "loc", "plaintext": b"x"},
+                {"op": "encrypt", "key": "loc", "plaintext": b"fifth"},
+                {"op": "encrypt", "key": "aws", "plaintext": b"sixth"},
+            ]
+            with h.Client(e.agent.socket, timeout=15) as c:
+                t0 = time.monotonic()
+                r = c.call("batch", items=items)
+                took = time.monotonic() - t0
+                res = r["results"]
+                self.assertEqual(len(res), len(items))
+                self.assertGreater(took, 0.4)  # it did wait on the KMS
+                self.assertFalse(res[3]["ok"])
+                self.assertEqual(res[3]["error"]["code"], h.KC_EUNKNOWNOP)
+                for i, it in enumerate(items):
+                    if i == 3:
+                        continue
+                    self.assertTrue(res[i]["ok"], (i, res[i]))
+                    back = c.decrypt(res[i]["ciphertext"],
+                                     context=it.get("context"))
+                    self.assertEqual(back["plaintext"], it["plaintext"])
+                # And once the key is cached, the same batch is answered
+                # without waiting, in the same order.
+                r = c.call("batch", items=items)["results"]
+                self.assertEqual([x["ok"] for x in r],
+                                 [True, True, True, False, True, True])
+                for i in (0, 1, 2, 4, 5):
+                    back = c.decrypt(r[i]["ciphertext"],
+                                     context=items[i].get("context"))
+                    self.assertEqual(back["plaintext"], items[i]["plaintext"])
+            self.assertEqual(e.fake.stats()["calls"].get("GenerateDataKey"), 1)
+        finally:
+            e.stop()
+
+
 class PrewarmTest(unittest.TestCase):
     def test_duplicate_prewarm_context_is_a_config_error(self):
         say("the same pre-warm context twice is refused by --check")

@@ -96,6 +96,7 @@ fixture_free(struct fixture *f)
 {
     char path[128];
 
+    dispatch_shutdown(&f->a); /* a no-op but for the spare msgpack zone */
     cache_free(f->a.cache);
     keyring_free(f->a.keys);
     config_free(f->cfg);
