@@ -362,7 +362,7 @@ handle_encrypt(struct req *rq)
     size_t pt_len;
     int r;
 
-    esdk_ec_init(&ec);
+    esdk_ec_init_borrowed(&ec); /* the request map outlives it */
     if ((r = get_slot(rq, &slot)) != 0 ||
         (r = authorize(rq, slot, OPK_ENCRYPT)) != 0) {
         goto out;
@@ -502,7 +502,7 @@ handle_decrypt(struct req *rq)
     size_t ct_len;
     int r;
 
-    esdk_ec_init(&want);
+    esdk_ec_init_borrowed(&want);
     kc_buf_init(&pt, 0);
     if (proto_get_bin(rq->map, "ciphertext", true, &ct, &ct_len) != 0) {
         r = fail(rq, KC_EINVAL, "field 'ciphertext' (bin) is required");

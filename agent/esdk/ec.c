@@ -75,19 +75,29 @@ esdk_ec_init(struct esdk_ec *ec)
 {
     ec->pairs = NULL;
     ec->n = 0;
+    ec->borrowed = false;
+}
+
+void
+esdk_ec_init_borrowed(struct esdk_ec *ec)
+{
+    esdk_ec_init(ec);
+    ec->borrowed = true;
 }
 
 void
 esdk_ec_clear(struct esdk_ec *ec)
 {
+    bool borrowed = ec->borrowed;
     size_t i;
 
-    for (i = 0; i < ec->n; i++) {
+    for (i = 0; i < ec->n && !borrowed; i++) {
         kc_free_wipe(ec->pairs[i].key, ec->pairs[i].key_len);
         kc_free_wipe(ec->pairs[i].val, ec->pairs[i].val_len);
     }
     free(ec->pairs);
     esdk_ec_init(ec);
+    ec->borrowed = borrowed;
 }
 
 int
@@ -112,6 +122,15 @@ esdk_ec_append(struct esdk_ec *ec, const void *key, size_t key_len,
         ec->pairs = np;
     }
     pr = &ec->pairs[ec->n];
+    if (ec->borrowed) {
+        /* Never written through: see esdk_ec_init_borrowed. */
+        pr->key = (uint8_t *)(uintptr_t)key;
+        pr->val = (uint8_t *)(uintptr_t)val;
+        pr->key_len = key_len;
+        pr->val_len = val_len;
+        ec->n++;
+        return 0;
+    }
     pr->key = dup_bytes(key, key_len);
     pr->val = dup_bytes(val, val_len);
     if (pr->key == NULL || pr->val == NULL) {
@@ -201,7 +220,7 @@ pair_cmp(const void *a, const void *b)
 int
 esdk_ec_serialize(const struct esdk_ec *ec, struct kc_buf *out)
 {
-    const struct esdk_ec_pair **v = NULL;
+    const struct esdk_ec_pair *few[8], **v = few;
     size_t total = 2, i, start = out->len;
     int r = 0;
 
@@ -217,7 +236,9 @@ esdk_ec_serialize(const struct esdk_ec *ec, struct kc_buf *out)
     if (total > ESDK_U16_MAX) {
         return KC_ETOOBIG;
     }
-    if ((v = malloc(ec->n * sizeof(*v))) == NULL) {
+    /* Sort pointers to the pairs; a typical context needs no heap. */
+    if (ec->n > sizeof(few) / sizeof(few[0]) &&
+        (v = malloc(ec->n * sizeof(*v))) == NULL) {
         return KC_ENOMEM;
     }
     for (i = 0; i < ec->n; i++) {
@@ -247,7 +268,9 @@ out:
         kc_wipe(out->data + start, out->len - start);
         out->len = start;
     }
-    free(v);
+    if (v != few) {
+        free(v);
+    }
     return r;
 }
 

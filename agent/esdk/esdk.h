@@ -62,23 +62,33 @@ const struct esdk_suite *esdk_suite_get(uint16_t id);
 /* ---- encryption context --------------------------------------------- */
 
 struct esdk_ec_pair {
-    uint8_t *key; /* owned, not NUL-terminated */
+    uint8_t *key; /* owned (or borrowed), not NUL-terminated */
     size_t key_len;
-    uint8_t *val; /* owned, not NUL-terminated */
+    uint8_t *val; /* owned (or borrowed), not NUL-terminated */
     size_t val_len;
 };
 
 struct esdk_ec {
     struct esdk_ec_pair *pairs; /* owned; in insertion order */
     size_t n;
+    bool borrowed; /* pairs point at the caller's bytes, never written */
 };
 
 void esdk_ec_init(struct esdk_ec *ec);
-/* esdk_ec_clear - free every pair; ec is empty and reusable. */
+/*
+ * esdk_ec_init_borrowed - like esdk_ec_init, but esdk_ec_add keeps
+ * pointers to the caller's bytes instead of copies: they must outlive ec.
+ * For a context read from a request and used while the request runs;
+ * anything that keeps a context longer copies it into an owned one.
+ */
+void esdk_ec_init_borrowed(struct esdk_ec *ec);
+/* esdk_ec_clear - free every pair; ec is empty and reusable (in the same
+ * mode). */
 void esdk_ec_clear(struct esdk_ec *ec);
 
 /*
- * esdk_ec_add - copy a pair in.  Returns KC_ECONTEXT for a duplicate key,
+ * esdk_ec_add - add a pair (a copy, unless borrowed).  Returns
+ * KC_ECONTEXT for a duplicate key,
  * an empty key, or a key/value that is not valid UTF-8; KC_ETOOBIG past
  * 65535 bytes for a key or value; KC_ENOMEM.
  */

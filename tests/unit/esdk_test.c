@@ -147,6 +147,52 @@ test_ec_sort_utf8(void **state)
     esdk_ec_clear(&ec);
 }
 
+/* A borrowed context keeps pointers, follows the same rules and
+ * serializes byte for byte like an owned one, also past the eight pairs
+ * esdk_ec_serialize sorts without the heap. */
+static void
+test_ec_borrowed(void **state)
+{
+    char keys[12][4], vals[12][4];
+    struct esdk_ec own, bor;
+    struct kc_buf a, b;
+    int i;
+
+    (void)state;
+    esdk_ec_init(&own);
+    esdk_ec_init_borrowed(&bor);
+    kc_buf_init(&a, 0);
+    kc_buf_init(&b, 0);
+    for (i = 0; i < 12; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k%02d", 11 - i);
+        snprintf(vals[i], sizeof(vals[i]), "v%d", i);
+        assert_int_equal(esdk_ec_add(&own, keys[i], 3, vals[i],
+                                     strlen(vals[i])), 0);
+        assert_int_equal(esdk_ec_add(&bor, keys[i], 3, vals[i],
+                                     strlen(vals[i])), 0);
+    }
+    assert_ptr_equal(bor.pairs[0].key, (const uint8_t *)keys[0]);
+    assert_ptr_not_equal(own.pairs[0].key, (const uint8_t *)keys[0]);
+    assert_int_equal(esdk_ec_add(&bor, "k00", 3, "x", 1), KC_ECONTEXT);
+    assert_int_equal(esdk_ec_add(&bor, "\xC0\x80", 2, "x", 1), KC_ECONTEXT);
+    assert_int_equal(esdk_ec_serialize(&own, &a), 0);
+    assert_int_equal(esdk_ec_serialize(&bor, &b), 0);
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.data, b.data, a.len);
+    assert_int_equal(kc_load_u16(b.data), 12);
+    assert_memory_equal(b.data + 4, "k00", 3); /* sorted */
+    /* Clearing keeps the mode and leaves the caller's bytes alone. */
+    esdk_ec_clear(&bor);
+    assert_true(bor.borrowed);
+    assert_memory_equal(keys[0], "k11", 4);
+    assert_int_equal(esdk_ec_add(&bor, keys[1], 3, vals[1], 2), 0);
+    assert_ptr_equal(bor.pairs[0].val, (const uint8_t *)vals[1]);
+    kc_buf_clear(&a);
+    kc_buf_clear(&b);
+    esdk_ec_clear(&own);
+    esdk_ec_clear(&bor);
+}
+
 static void
 test_ec_rules(void **state)
 {
@@ -1073,6 +1119,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ec_sort_utf8),
         cmocka_unit_test(test_ec_rules),
+        cmocka_unit_test(test_ec_borrowed),
         cmocka_unit_test(test_ec_limits),
         cmocka_unit_test(test_round_trip_0478),
         cmocka_unit_test(test_round_trip_0578),
