@@ -838,6 +838,7 @@ wait_for(struct kc_client *c, uint64_t id, struct kc_completion *out,
     struct pollfd pfd;
     int64_t until, now;
 
+    client_spin_reset(c);
     for (;;) {
         if (done_take(c, id, out)) {
             return 0;
@@ -865,7 +866,8 @@ wait_for(struct kc_client *c, uint64_t id, struct kc_completion *out,
         pfd.fd = c->fd;
         pfd.events = kc_client_events(c);
         pfd.revents = 0;
-        if (until > now && client_spin(c, &pfd) == 0) {
+        if (until > now && client_spin(c, &pfd, until) == 0 &&
+            (now = client_now_ms()) < until) {
             (void)poll(&pfd, 1, (int)(until - now));
         }
     }

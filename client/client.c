@@ -115,34 +115,50 @@ now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+void
+client_spin_reset(struct kc_client *c)
+{
+    c->spin_left_ns = (int64_t)c->spin_us * 1000;
+}
+
 /*
- * client_spin - poll pfd without sleeping for up to c->spin_us.  Returns
- * poll's count: > 0 when ready, 0 when the budget ran out, < 0 on error.
+ * client_spin - poll pfd without sleeping while the call has spin budget
+ * left (client_spin_reset) and deadline (ms, < 0: none) has not passed.
+ * Returns poll's count: > 0 when ready, 0 when the budget or the time ran
+ * out, < 0 on error.
  *
  * On a virtual machine, waking a thread that sleeps in poll(2) costs tens
  * of microseconds: its idle vCPU halts and must be sent an interrupt.
  * That is more than the agent takes to answer from its cache, so a short
  * busy poll first turns the wake-up into a plain system call.  The thread
- * is waiting for the reply anyway; the price is up to spin_us of its CPU
- * time per wait, once per wait.
+ * is waiting for the reply anyway; the price is at most spin_us of its CPU
+ * time per call, however many waits the call makes (a reply arriving in
+ * pieces does not restart the budget).
  */
 int
-client_spin(struct kc_client *c, struct pollfd *pfd)
+client_spin(struct kc_client *c, struct pollfd *pfd, int64_t deadline)
 {
-    int64_t until;
-    int n;
+    int64_t start, until, t;
+    int n = 0;
 
-    if (c->spin_us <= 0) {
+    if (c->spin_left_ns <= 0) {
         return 0;
     }
-    until = now_ns() + (int64_t)c->spin_us * 1000;
-    do {
+    start = t = now_ns();
+    until = start + c->spin_left_ns;
+    if (deadline >= 0 && deadline * 1000000 < until) {
+        until = deadline * 1000000;
+    }
+    while (t < until) {
         pfd->revents = 0;
         if ((n = poll(pfd, 1, 0)) != 0 && !(n < 0 && errno == EINTR)) {
-            return n;
+            break;
         }
-    } while (now_ns() < until);
-    return 0;
+        n = 0;
+        t = now_ns();
+    }
+    c->spin_left_ns -= now_ns() - start;
+    return n;
 }
 
 int
@@ -154,9 +170,6 @@ client_wait_fd(struct kc_client *c, short events, int64_t deadline)
 
     pfd.fd = c->fd;
     pfd.events = events;
-    if ((n = client_spin(c, &pfd)) > 0) {
-        return 0;
-    }
     for (;;) {
         left = deadline - client_now_ms();
         if (left <= 0) {
@@ -164,8 +177,16 @@ client_wait_fd(struct kc_client *c, short events, int64_t deadline)
                     c->timeout_ms);
             return KC_ETIMEOUT;
         }
-        pfd.fd = c->fd;
-        pfd.events = events;
+        if ((n = client_spin(c, &pfd, deadline)) > 0) {
+            return 0;
+        }
+        if (n < 0) {
+            client_set_err(c, "poll: %s", strerror(errno));
+            return KC_ESYS;
+        }
+        if (c->spin_left_ns > 0) {
+            continue; /* the deadline passed while spinning */
+        }
         pfd.revents = 0;
         n = poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
         if (n < 0 && errno == EINTR) {
@@ -743,6 +764,7 @@ call_begin(struct kc_client *c, struct kc_buf *req, size_t *mark,
 
     kc_buf_init(req, 0);
     c->err[0] = '\0';
+    client_spin_reset(c);
     *deadline = client_now_ms() + c->timeout_ms;
     if ((r = client_ensure(c, *deadline)) != 0) {
         return r;

@@ -31,7 +31,8 @@ struct kc_client {
     int fd;               /* -1 when not connected */
     unsigned long owner;  /* fork generation that opened fd (client.c) */
     int timeout_ms;
-    int spin_us;          /* poll without sleeping this long first (client_wait_fd) */
+    int spin_us;          /* busy-poll budget per call (client_spin) */
+    int64_t spin_left_ns; /* what this call has left of it */
     uint64_t next_id;
     size_t max_frame;     /* agent's request body limit, from hello */
     struct kc_buf rx;     /* received bytes; rx.data[rx_off..len) unread */
@@ -75,7 +76,9 @@ void client_disconnect(struct kc_client *c);
 /* client_ensure - connect (and hello) if needed, before deadline. */
 int client_ensure(struct kc_client *c, int64_t deadline);
 int client_wait_fd(struct kc_client *c, short events, int64_t deadline);
-int client_spin(struct kc_client *c, struct pollfd *pfd);
+/* client_spin_reset - give the call now starting its spin budget. */
+void client_spin_reset(struct kc_client *c);
+int client_spin(struct kc_client *c, struct pollfd *pfd, int64_t deadline);
 /* client_recv_some - read into rx; deadline < 0 never waits and returns
  * KC_EAGAIN_INTERNAL when nothing is there. */
 int client_recv_some(struct kc_client *c, int64_t deadline);

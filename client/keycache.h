@@ -127,9 +127,9 @@ KC_API const char *kc_client_socket_path(const struct kc_client *c);
  * process may run on one CPU only.  Waking a sleeping thread costs tens
  * of microseconds on a virtual machine, more than a cached answer takes,
  * so the short spin roughly halves the latency of a request at depth 1;
- * it costs up to that much CPU time of the waiting thread per wait.
- * Set 0 where CPU time is scarcer than latency (e.g. a tight CPU quota).
- * Returns 0 or KC_EINVAL.
+ * it costs at most that much CPU time of the waiting thread per call, and
+ * never extends the call's timeout.  Set 0 where CPU time is scarcer than
+ * latency (e.g. a tight CPU quota).  Returns 0 or KC_EINVAL.
  */
 KC_API KC_MUST_USE int kc_client_set_spin(struct kc_client *c, int spin_us);
 

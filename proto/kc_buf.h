@@ -49,7 +49,7 @@ KC_MUST_USE int kc_buf_grow(struct kc_buf *b, size_t n);
 KC_MUST_USE static inline int
 kc_buf_reserve(struct kc_buf *b, size_t n)
 {
-    if (n <= b->cap - b->len && n <= b->max - b->len) {
+    if (n <= b->cap - b->len && b->len <= b->max && n <= b->max - b->len) {
         return 0;
     }
     return kc_buf_grow(b, n);

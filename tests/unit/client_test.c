@@ -43,6 +43,7 @@ enum fake_mode {
     FAKE_GARBAGE,      /* hello, then a frame that is not msgpack */
     FAKE_HUGE_LEN,     /* hello, then a length prefix of 2 GiB */
     FAKE_OLD_VERSION,  /* hello answered with version 7 */
+    FAKE_TRICKLE,      /* good replies, sent a byte every 300 us */
 };
 
 struct fake {
@@ -73,13 +74,19 @@ mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Set by FAKE_TRICKLE's connection thread around one reply. */
+static _Thread_local bool trickle;
+
 static int
 send_all(int fd, const uint8_t *p, size_t n)
 {
     ssize_t w;
 
     while (n > 0) {
-        w = send(fd, p, n, MSG_NOSIGNAL);
+        if (trickle) {
+            usleep(300);
+        }
+        w = send(fd, p, trickle ? 1 : n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) {
             continue;
         }
@@ -283,6 +290,7 @@ handle_request(struct fake *f, int fd, const msgpack_object *req)
     const char *op = NULL;
     size_t op_len = 0;
     uint64_t id = 0;
+    int r;
 
     assert_int_equal(proto_get_uint(req, "id", true, &id), 0);
     assert_int_equal(proto_get_str(req, "op", true, &op, &op_len), 0);
@@ -307,6 +315,11 @@ handle_request(struct fake *f, int fd, const msgpack_object *req)
         return send_all(fd, garbage, sizeof(garbage));
     case FAKE_HUGE_LEN:
         return send_all(fd, huge, sizeof(huge));
+    case FAKE_TRICKLE:
+        trickle = true;
+        r = reply_good(fd, id, op, op_len, req);
+        trickle = false;
+        return r;
     default:
         return reply_good(fd, id, op, op_len, req);
     }
@@ -690,6 +703,77 @@ test_spin_is_bounded(void **state)
     fake_stop(f);
 }
 
+/*
+ * The spin budget is per call: a reply trickling in a byte every 300 us
+ * (each wait ends before the budget would) must not keep the thread
+ * busy-polling for the whole reply.  With the budget restarting on every
+ * wait, the thread spun through the whole reply (CPU time = wall time).  And a
+ * kc_client_wait never outlasts its timeout by the spin.
+ */
+static void
+test_spin_budget_per_call(void **state)
+{
+    struct fake *f = fake_start(FAKE_TRICKLE);
+    struct kc_client *c = NULL;
+    struct kc_completion cp;
+    uint8_t pt[100], *ct = NULL;
+    size_t ct_len = 0;
+    int64_t cpu0, t0, dt;
+    int i;
+
+    (void)state;
+    assert_int_equal(kc_client_new(f->path, 10000, &c), 0);
+    assert_int_equal(kc_client_set_spin(c, 1000), 0);
+    memset(pt, 'x', sizeof(pt));
+    cpu0 = thread_cpu_ms();
+    t0 = mono_ms();
+    assert_int_equal(kc_encrypt(c, "users-email", users_ctx, 2, pt,
+                                sizeof(pt), &ct, &ct_len), 0);
+    dt = mono_ms() - t0;
+    assert_int_equal(ct_len, sizeof(pt) + 3);
+    kc_free(ct);
+    /* The reply takes tens of ms to arrive; the thread slept through it. */
+    assert_true(dt >= 10);
+    assert_true(thread_cpu_ms() - cpu0 < dt / 2);
+    kc_client_free(c);
+    fake_stop(f);
+
+    f = fake_start(FAKE_SILENT);
+    assert_int_equal(kc_client_new(f->path, 10000, &c), 0);
+    assert_int_equal(kc_client_set_spin(c, 1000), 0);
+    for (i = 0; i < 5; i++) {
+        assert_int_equal(kc_submit_ping(c, NULL, NULL), 0);
+        t0 = mono_ms();
+        assert_int_equal(kc_client_wait(c, &cp, 0), KC_ETIMEOUT);
+        dt = mono_ms() - t0;
+        assert_true(dt <= 1); /* a 0 ms wait, not 1 ms of spin */
+    }
+    kc_client_free(c);
+    fake_stop(f);
+}
+
+/* kc_buf's inline fast path: a limit lowered below what a buffer
+ * already holds (the client lowers rx.max) refuses more bytes. */
+static void
+test_buf_max_lowered(void **state)
+{
+    uint8_t x[100] = {0};
+    struct kc_buf b;
+
+    (void)state;
+    kc_buf_init(&b, 0);
+    assert_int_equal(kc_buf_put(&b, x, sizeof(x)), 0);
+    assert_true(b.cap > b.len);
+    b.max = 50;
+    assert_int_equal(kc_buf_reserve(&b, 10), KC_ETOOBIG);
+    assert_int_equal(kc_buf_put(&b, x, 3), KC_ETOOBIG);
+    assert_int_equal(b.len, sizeof(x));
+    b.max = 120;
+    assert_int_equal(kc_buf_put(&b, x, 20), 0);
+    assert_int_equal(kc_buf_put(&b, x, 1), KC_ETOOBIG);
+    kc_buf_clear(&b);
+}
+
 /* Every spin setting gets the same answers. */
 static void
 test_spin_settings_roundtrip(void **state)
@@ -995,6 +1079,8 @@ main(void)
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_spin_is_bounded),
         cmocka_unit_test(test_spin_settings_roundtrip),
+        cmocka_unit_test(test_spin_budget_per_call),
+        cmocka_unit_test(test_buf_max_lowered),
         cmocka_unit_test(test_busy_at_hello),
         cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_error_reply),
