@@ -38,35 +38,41 @@ enum cache_kind {
 };
 
 struct cache_entry {
+    /*
+     * Laid out for a lookup and an encrypt with the entry cold in the
+     * CPU cache: the first two cache lines hold everything they read
+     * (the id, chain link, key, template, counters, LRU links); the
+     * third what decrypts and housekeeping use.
+     */
     uint8_t id[CACHE_ID_LEN];
+    struct cache_entry *hnext;  /* hash chain, owned by the cache */
     enum cache_kind kind;
     struct keyslot *slot;       /* retained: the alias it belongs to */
     uint8_t *dk;                /* keymem slot, dk_len bytes */
     size_t dk_len;
-    struct esdk_edk_list edks;  /* encryption entries: header EDKs */
     struct esdk_tmpl *tmpl;     /* encryption entries, suite 0x0478: the
                                  * header serialized once (esdk.h) */
-    /*
-     * Encryption entries: the id this data key has as a decryption key
-     * for the messages it wrote, and when that use ends (0: none).
-     * Decrypts find the key here while it still encrypts; when it stops
-     * (usage cap, TTL, successor) the entry moves to dec_id and lives on
-     * until dec_expires_ms.  One entry per data key, never two copies.
-     */
-    uint8_t dec_id[CACHE_ID_LEN];
-    uint64_t dec_expires_ms;
-    uint64_t created_ms;
     uint64_t expires_ms;
     uint64_t messages;          /* messages encrypted with dk */
     uint64_t bytes;             /* plaintext bytes encrypted with dk */
+    uint64_t dec_expires_ms;    /* see dec_id */
+    struct cache_entry *lprev;  /* LRU list, owned by the cache */
+    struct cache_entry *lnext;
+    /*
+     * Encryption entries: the id this data key has as a decryption key
+     * for the messages it wrote, and when that use ends (dec_expires_ms,
+     * 0: none).  Decrypts find the key here while it still encrypts; when
+     * it stops (usage cap, TTL, successor) the entry moves to dec_id and
+     * lives on until dec_expires_ms.  One entry per data key, never two
+     * copies.
+     */
+    uint8_t dec_id[CACHE_ID_LEN];
+    struct esdk_edk_list edks;  /* encryption entries: header EDKs */
+    uint64_t created_ms;
     bool in_table;
     bool refreshing;            /* a successor is being fetched */
     uint8_t grace_logged;       /* bit 1 << metrics op: used past its
                                  * TTL for that op; logged once each */
-    /* intrusive links, owned by the cache */
-    struct cache_entry *hnext;
-    struct cache_entry *lprev;
-    struct cache_entry *lnext;
 };
 
 struct cache_totals {
