@@ -217,23 +217,47 @@ pair_cmp(const void *a, const void *b)
     return x->key_len < y->key_len ? -1 : x->key_len > y->key_len ? 1 : 0;
 }
 
-int
-esdk_ec_serialize(const struct esdk_ec *ec, struct kc_buf *out)
+size_t
+esdk_ec_serialized_len(const struct esdk_ec *ec)
 {
-    const struct esdk_ec_pair *few[8], **v = few;
-    size_t total = 2, i, start = out->len;
-    int r = 0;
+    size_t total = 2, i;
 
     if (ec->n == 0) {
         return 0;
     }
     if (ec->n > ESDK_U16_MAX) {
-        return KC_ETOOBIG;
+        return SIZE_MAX;
     }
     for (i = 0; i < ec->n; i++) {
         total += 4 + ec->pairs[i].key_len + ec->pairs[i].val_len;
     }
-    if (total > ESDK_U16_MAX) {
+    return total > ESDK_U16_MAX ? SIZE_MAX : total;
+}
+
+static uint8_t *
+put_field(uint8_t *p, const uint8_t *b, size_t n)
+{
+    kc_store_u16(p, (uint16_t)n);
+    if (n > 0) {
+        memcpy(p + 2, b, n);
+    }
+    return p + 2 + n;
+}
+
+int
+esdk_ec_serialize_to(const struct esdk_ec *ec, uint8_t *dst, size_t cap,
+                     size_t *len)
+{
+    const struct esdk_ec_pair *few[8], **v = few;
+    size_t total = esdk_ec_serialized_len(ec), i;
+    uint8_t *p = dst;
+    int r = 0;
+
+    *len = 0;
+    if (total == 0) {
+        return 0;
+    }
+    if (total == SIZE_MAX || total > cap) {
         return KC_ETOOBIG;
     }
     /* Sort pointers to the pairs; a typical context needs no heap. */
@@ -251,25 +275,38 @@ esdk_ec_serialize(const struct esdk_ec *ec, struct kc_buf *out)
             goto out;
         }
     }
-    if ((r = kc_buf_reserve(out, total)) != 0 ||
-        (r = kc_buf_put_u16(out, (uint16_t)ec->n)) != 0) {
-        goto out;
-    }
+    kc_store_u16(p, (uint16_t)ec->n);
+    p += 2;
     for (i = 0; i < ec->n; i++) {
-        if ((r = kc_buf_put_u16(out, (uint16_t)v[i]->key_len)) != 0 ||
-            (r = kc_buf_put(out, v[i]->key, v[i]->key_len)) != 0 ||
-            (r = kc_buf_put_u16(out, (uint16_t)v[i]->val_len)) != 0 ||
-            (r = kc_buf_put(out, v[i]->val, v[i]->val_len)) != 0) {
-            goto out;
-        }
+        p = put_field(p, v[i]->key, v[i]->key_len);
+        p = put_field(p, v[i]->val, v[i]->val_len);
     }
+    *len = total;
 out:
-    if (r != 0 && out->len > start) {
-        kc_wipe(out->data + start, out->len - start);
-        out->len = start;
-    }
     if (v != few) {
         free(v);
+    }
+    return r;
+}
+
+int
+esdk_ec_serialize(const struct esdk_ec *ec, struct kc_buf *out)
+{
+    size_t total = esdk_ec_serialized_len(ec), n;
+    int r;
+
+    if (total == 0) {
+        return 0;
+    }
+    if (total == SIZE_MAX) {
+        return KC_ETOOBIG;
+    }
+    if ((r = kc_buf_reserve(out, total)) != 0) {
+        return r;
+    }
+    if ((r = esdk_ec_serialize_to(ec, out->data + out->len, total, &n)) ==
+        0) {
+        out->len += n;
     }
     return r;
 }

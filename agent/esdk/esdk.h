@@ -120,6 +120,19 @@ bool esdk_ec_contains(const struct esdk_ec *have, const struct esdk_ec *want);
 KC_MUST_USE int esdk_ec_serialize(const struct esdk_ec *ec,
                                   struct kc_buf *out);
 
+/* esdk_ec_serialized_len - bytes esdk_ec_serialize would append (0 for an
+ * empty context), or SIZE_MAX when that is over 65535. */
+size_t esdk_ec_serialized_len(const struct esdk_ec *ec);
+
+/*
+ * esdk_ec_serialize_to - the same bytes into dst (cap bytes), *len set:
+ * for callers that serialize into a buffer of their own, e.g. on the
+ * stack.  Returns 0, KC_ETOOBIG (over cap or 65535), KC_ECONTEXT
+ * (duplicate key), KC_ENOMEM.
+ */
+KC_MUST_USE int esdk_ec_serialize_to(const struct esdk_ec *ec, uint8_t *dst,
+                                     size_t cap, size_t *len);
+
 /* ---- encrypted data keys -------------------------------------------- */
 
 struct esdk_edk {

@@ -443,6 +443,15 @@ class ProtocolTest(unittest.TestCase):
         ctx = {"t\u00e4ble": "\u7528\u6237", "e": ""}
         ct = c.encrypt(ALIAS, b"x", ctx)
         self.assertEqual(c.decrypt(ct, ctx)["context"], ctx)
+        say("contexts around 512 serialized bytes (the agent's stack "
+            "buffer) and far past it round trip, 9+ pairs too")
+        for size in (500, 507, 508, 509, 600, 20000):
+            ctx = {"k": "v" * (size - 8)}  # 2 + 2 + 1 + 2 + value bytes
+            ct = c.encrypt(ALIAS, b"y", ctx)
+            self.assertEqual(c.decrypt(ct, ctx)["plaintext"], b"y")
+        ctx = {"k%02d" % i: "v" * 60 for i in range(12)}
+        ct = c.encrypt(ALIAS, b"z", ctx)
+        self.assertEqual(c.decrypt(ct, ctx)["context"], ctx)
 
     def test_unknown_alias(self):
         say("unknown key alias: KC_ENOKEY, id echoed")

@@ -181,6 +181,19 @@ test_ec_borrowed(void **state)
     assert_memory_equal(a.data, b.data, a.len);
     assert_int_equal(kc_load_u16(b.data), 12);
     assert_memory_equal(b.data + 4, "k00", 3); /* sorted */
+    /* The same bytes into a caller's buffer, which must be big enough. */
+    {
+        uint8_t small[256];
+        size_t n = 99;
+
+        assert_int_equal(esdk_ec_serialized_len(&bor), b.len);
+        assert_int_equal(esdk_ec_serialize_to(&bor, small, b.len, &n), 0);
+        assert_int_equal(n, b.len);
+        assert_memory_equal(small, b.data, n);
+        assert_int_equal(esdk_ec_serialize_to(&bor, small, b.len - 1, &n),
+                         KC_ETOOBIG);
+        assert_int_equal(n, 0);
+    }
     /* Clearing keeps the mode and leaves the caller's bytes alone. */
     esdk_ec_clear(&bor);
     assert_true(bor.borrowed);
