@@ -1012,7 +1012,8 @@ print_table(void)
             printf("%-48s %14s %-6s  %s\n", f->label, "n/a", f->unit,
                    "(not measured)");
         } else {
-            printf("%-48s %14.1f %-6s  %s\n", f->label, f->value, f->unit,
+            printf("%-48s %14.*f %-6s  %s\n", f->label,
+                   strcmp(f->unit, "x") == 0 ? 2 : 1, f->value, f->unit,
                    ratio);
         }
     }
@@ -1105,7 +1106,7 @@ main(int argc, char **argv)
             false);
     v = echo_run(o.secs, ECHO_SPIN, &ops, &p99);
     fig_add("uds_echo_spin_ops",
-            "Unix-socket echo, epoll server, client spins then polls", ops,
+            "Unix-socket echo, client spins, then polls", ops,
             "ops/s", NULL, true);
     fig_add("uds_echo_spin_p50_us", "  round trip p50", v, "us",
             "uds_echo_p50_us", false);
