@@ -487,6 +487,7 @@ submit_begin(struct kc_client *c, struct submit *s, enum kc_op op,
 
     c->err[0] = '\0';
     s->q = NULL;
+    client_spin_reset(c); /* for the hello, should this call connect */
     if ((r = client_ensure(c, client_now_ms() + c->timeout_ms)) != 0) {
         return r;
     }

@@ -187,6 +187,9 @@ client_wait_fd(struct kc_client *c, short events, int64_t deadline)
         if (c->spin_left_ns > 0) {
             continue; /* the deadline passed while spinning */
         }
+        if ((left = deadline - client_now_ms()) <= 0) {
+            continue; /* the spin took the rest of the time */
+        }
         pfd.revents = 0;
         n = poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
         if (n < 0 && errno == EINTR) {
@@ -862,6 +865,7 @@ kc_client_connect(struct kc_client *c)
         return KC_EINVAL;
     }
     c->err[0] = '\0';
+    client_spin_reset(c);
     return call_end(c, client_ensure(c, client_now_ms() + c->timeout_ms));
 }
 
