@@ -820,6 +820,18 @@ batch_first_run(struct req *rq, const msgpack_object *items,
         }
         if (batch_run_item(rq, item, out, &w) != REQ_PENDING) {
             ends[i + 1] = out->len;
+            if (i == 0 && n > 1) {
+                /* Room for the rest at the first result's size, within
+                 * what a reply may hold: one growth instead of a copy
+                 * at every doubling.  Failing is fine: packing grows it,
+                 * or fails like any reply. */
+                size_t more = (n - 1) * (ends[1] - ends[0]);
+                size_t cap = rq->a->cfg->max_frame + PROTO_RESPONSE_SLACK;
+
+                if (kc_buf_reserve(out, more < cap ? more : cap) != 0) {
+                    /* see above */
+                }
+            }
             continue;
         }
         /* Item i waits: switch to the slow path. */

@@ -42,6 +42,8 @@
 #define SHUTDOWN_DRAIN_MAX (8u << 20) /* bytes read per client at stop */
 #define REPLIES_FLUSH     (16u << 10) /* hand replies to the socket past this */
 #define REPLIES_KEEP      (64u << 10) /* keep a reply buffer up to this size */
+#define REPLIES_KEEP_BUSY (1024u << 10) /* ... or this, while big replies
+                                          * keep coming */
 
 enum timer_mode {
     TIMER_NONE,
@@ -442,6 +444,7 @@ conn_send(struct conn *c, const uint8_t *p, size_t len)
 static int
 conn_flush_replies(struct conn *c)
 {
+    size_t sent = c->replies.len;
     int r = 0;
 
     if (c->replies.len > 0) {
@@ -449,7 +452,12 @@ conn_flush_replies(struct conn *c)
         kc_wipe(c->replies.data, c->replies.len);
         c->replies.len = 0;
     }
-    if (c->replies.cap > REPLIES_KEEP) {
+    /* A big buffer stays while big replies keep coming (a client sending
+     * large batches back to back would otherwise have it freed and grown
+     * again, with copies and page faults, for every batch), and goes at
+     * the first small flush after them. */
+    if (c->replies.cap > REPLIES_KEEP_BUSY ||
+        (c->replies.cap > REPLIES_KEEP && sent <= REPLIES_KEEP)) {
         kc_buf_clear(&c->replies);
     }
     return r;
