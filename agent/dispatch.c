@@ -112,8 +112,7 @@ static int
 pack_error_frame(struct req *rq, struct kc_buf *out, size_t mark,
                  bool has_id, int code)
 {
-    kc_wipe(out->data + mark, out->len - mark);
-    out->len = mark;
+    kc_buf_truncate(out, mark);
     return proto_error_frame(out, has_id, rq->id, code, rq->msg);
 }
 
@@ -197,8 +196,7 @@ run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
         }
     }
     if (r == REQ_PENDING) {
-        kc_wipe(out->data + start, out->len - start);
-        out->len = start;
+        kc_buf_truncate(out, start);
         unpacked_done(a, &u);
         *wait_on = rq.wait_on;
         *batch_new = rq.batch_new;
@@ -226,8 +224,7 @@ run_request(struct agent *a, struct pending *pend, struct authz_peer *peer,
     }
     unpacked_done(a, &u);
     if (r != 0) {
-        kc_wipe(out->data + start, out->len - start);
-        out->len = start;
+        kc_buf_truncate(out, start);
         return KC_ENOMEM;
     }
     return 0;

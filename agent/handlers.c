@@ -665,14 +665,6 @@ batch_state_new(size_t n)
     return bs;
 }
 
-/* Drop what was appended to b past start, wiping it. */
-static void
-buf_truncate(struct kc_buf *b, size_t start)
-{
-    kc_wipe(b->data + start, b->len - start);
-    b->len = start;
-}
-
 /*
  * Run one batch item, appending its result map to dst.  Returns
  * REQ_PENDING (nothing appended; the item waits on *wait_on) or 0 (a
@@ -713,12 +705,12 @@ batch_run_item(struct req *rq, const msgpack_object *item,
                  "batch items may only be encrypt or decrypt");
     }
     if (r == REQ_PENDING) {
-        buf_truncate(dst, start);
+        kc_buf_truncate(dst, start);
         *wait_on = sub.wait_on;
         return REQ_PENDING;
     }
     if (r != 0) {
-        buf_truncate(dst, start);
+        kc_buf_truncate(dst, start);
         proto_pack_error_body(&sub.pk, r, sub.msg);
         if (sub.slot != NULL) {
             sub.slot->n.errors++;
@@ -728,23 +720,36 @@ batch_run_item(struct req *rq, const msgpack_object *item,
     return 0;
 }
 
-/* Run item i into bs->results[i]; marks it done unless it waits. */
-static int
-batch_run_held(struct req *rq, const msgpack_object *item,
-               struct batch_state *bs, size_t i, struct flight **wait_on)
+/*
+ * Run the items from `from` on that are not done yet, each into its own
+ * bs->results[i], and mark them done unless they wait; *wait_on is set
+ * to the flight of the first that waits (if it was still NULL).
+ */
+static void
+batch_run_held(struct req *rq, const msgpack_object *items,
+               struct batch_state *bs, size_t from, struct flight **wait_on)
 {
-    kc_buf_clear(&bs->results[i]);
-    /* Room for a typical result at once, not grown in copy-and-wipe
-     * steps: a message is its plaintext plus a few hundred bytes. */
-    if (kc_buf_reserve(&bs->results[i], 512) != 0) {
-        /* Out of memory: packing below grows it, or fails the same way
-         * every other reply does. */
+    struct flight *w;
+    size_t i;
+
+    for (i = from; i < bs->n; i++) {
+        if (bs->done[i]) {
+            continue;
+        }
+        kc_buf_clear(&bs->results[i]);
+        /* Room for a typical result at once, not grown in copy-and-wipe
+         * steps: a message is its plaintext plus a few hundred bytes. */
+        if (kc_buf_reserve(&bs->results[i], 512) != 0) {
+            /* Out of memory: packing below grows it, or fails the same
+             * way every other reply does. */
+        }
+        if (batch_run_item(rq, &items->via.array.ptr[i], &bs->results[i],
+                           &w) != REQ_PENDING) {
+            bs->done[i] = true;
+        } else if (*wait_on == NULL) {
+            *wait_on = w;
+        }
     }
-    if (batch_run_item(rq, item, &bs->results[i], wait_on) == REQ_PENDING) {
-        return REQ_PENDING;
-    }
-    bs->done[i] = true;
-    return 0;
 }
 
 static int
@@ -776,18 +781,6 @@ batch_items(struct req *rq, const msgpack_object **out)
 }
 
 /*
- * Items run in order; one that waits on a provider does not hold up the
- * others.  Only when every item has a result is the reply packed, so a
- * re-run (request.h) runs just the items still waiting.
- *
- * TODO: a batch joins only the flight of its first waiting item, so a
- * failure of another item's flight before the re-run is not recorded and
- * that item fetches again (an extra KMS call and audit line); and
- * max_inflight counts a batch as one request although its items may
- * start up to 1024 flights.  Joining every flight a batch waits on, and
- * counting items against max_inflight, would close both.
- */
-/*
  * First run of a batch: results go straight into the reply while every
  * item completes.  At the first item that waits, the results so far move
  * into a batch_state (the slow path, which keeps each result apart until
@@ -809,16 +802,8 @@ batch_first_run(struct req *rq, const msgpack_object *items,
     msgpack_pack_array(&rq->pk, n);
     ends[0] = out->len;
     for (i = 0; i < n; i++) {
-        const msgpack_object *item = &items->via.array.ptr[i];
-
-        if (bs != NULL) {
-            if (batch_run_held(rq, item, bs, i, &w) == REQ_PENDING &&
-                *wait_on == NULL) {
-                *wait_on = w;
-            }
-            continue;
-        }
-        if (batch_run_item(rq, item, out, &w) != REQ_PENDING) {
+        if (batch_run_item(rq, &items->via.array.ptr[i], out, &w) !=
+            REQ_PENDING) {
             ends[i + 1] = out->len;
             if (i == 0 && n > 1) {
                 /* Room for the rest at the first result's size, within
@@ -837,22 +822,24 @@ batch_first_run(struct req *rq, const msgpack_object *items,
         /* Item i waits: switch to the slow path. */
         *wait_on = w;
         if ((bs = batch_state_new(n)) == NULL) {
-            buf_truncate(out, reply_start);
+            kc_buf_truncate(out, reply_start);
             return fail(rq, KC_ENOMEM, "out of memory for a batch");
         }
         for (j = 0; j < i; j++) {
             if (kc_buf_put(&bs->results[j], out->data + ends[j],
                            ends[j + 1] - ends[j]) != 0) {
                 batch_state_free(bs);
-                buf_truncate(out, reply_start);
+                kc_buf_truncate(out, reply_start);
                 return fail(rq, KC_ENOMEM, "out of memory for a batch");
             }
             bs->done[j] = true;
         }
-        buf_truncate(out, reply_start);
+        kc_buf_truncate(out, reply_start);
+        batch_run_held(rq, items, bs, i + 1, wait_on);
+        *bsp = bs;
+        return REQ_PENDING;
     }
-    *bsp = bs;
-    return bs == NULL ? 0 : REQ_PENDING;
+    return 0;
 }
 
 /*
@@ -872,7 +859,7 @@ handle_batch(struct req *rq)
 {
     const msgpack_object *items = NULL;
     struct batch_state *bs = NULL;
-    struct flight *wait_on = NULL, *w;
+    struct flight *wait_on = NULL;
     size_t i, n;
     int r;
 
@@ -891,14 +878,7 @@ handle_batch(struct req *rq)
         if (bs->n != n) {
             return fail(rq, KC_EINVAL, "batch changed between runs");
         }
-        for (i = 0; i < n; i++) {
-            if (!bs->done[i] &&
-                batch_run_held(rq, &items->via.array.ptr[i], bs, i, &w) ==
-                    REQ_PENDING &&
-                wait_on == NULL) {
-                wait_on = w;
-            }
-        }
+        batch_run_held(rq, items, bs, 0, &wait_on);
     }
     if (wait_on != NULL) {
         rq->wait_on = wait_on;

@@ -449,8 +449,7 @@ conn_flush_replies(struct conn *c)
 
     if (c->replies.len > 0) {
         r = conn_send(c, c->replies.data, c->replies.len);
-        kc_wipe(c->replies.data, c->replies.len);
-        c->replies.len = 0;
+        kc_buf_truncate(&c->replies, 0);
     }
     /* A big buffer stays while big replies keep coming (a client sending
      * large batches back to back would otherwise have it freed and grown

@@ -550,8 +550,7 @@ submit_end(struct kc_client *c, struct submit *s, uint64_t *id)
 
     if (c->tx.len != s->start + PROTO_FRAME_HDR + s->body ||
         proto_frame_end(&c->tx, s->mark, c->max_frame) != 0) {
-        kc_wipe(c->tx.data + s->start, c->tx.len - s->start);
-        c->tx.len = s->start;
+        kc_buf_truncate(&c->tx, s->start);
         free(q);
         client_set_err(c, "internal error: request size mismatch");
         return KC_EPROTO;

@@ -101,11 +101,6 @@ client_disconnect(struct kc_client *c)
     async_fail_all(c, KC_ECLOSED);
 }
 
-/*
- * client_wait_fd - poll c->fd for events until deadline.
- * Returns 0 when ready (or on HUP/ERR: the next I/O call reports it),
- * KC_ETIMEOUT, KC_ESYS.
- */
 static int64_t
 now_ns(void)
 {
@@ -161,6 +156,12 @@ client_spin(struct kc_client *c, struct pollfd *pfd, int64_t deadline)
     return n;
 }
 
+/*
+ * client_wait_fd - poll c->fd for events until deadline, spinning
+ * first (client_spin).
+ * Returns 0 when ready (or on HUP/ERR: the next I/O call reports it),
+ * KC_ETIMEOUT, KC_ESYS.
+ */
 int
 client_wait_fd(struct kc_client *c, short events, int64_t deadline)
 {

@@ -37,6 +37,9 @@ void kc_buf_init(struct kc_buf *b, size_t max);
 /* kc_buf_clear - wipe and free the storage; b is empty and reusable. */
 void kc_buf_clear(struct kc_buf *b);
 
+/* kc_wipe - wipe n bytes in a way the compiler may not elide. */
+void kc_wipe(void *p, size_t n);
+
 /* kc_buf_grow - kc_buf_reserve's slow path (kc_buf.c). */
 KC_MUST_USE int kc_buf_grow(struct kc_buf *b, size_t n);
 
@@ -53,6 +56,17 @@ kc_buf_reserve(struct kc_buf *b, size_t n)
         return 0;
     }
     return kc_buf_grow(b, n);
+}
+
+/* kc_buf_truncate - drop the bytes past len, wiping them (a no-op when
+ * b holds no more than len). */
+static inline void
+kc_buf_truncate(struct kc_buf *b, size_t len)
+{
+    if (b->len > len) {
+        kc_wipe(b->data + len, b->len - len);
+        b->len = len;
+    }
 }
 
 /* kc_buf_put* - append; same returns as kc_buf_reserve. */
@@ -91,8 +105,6 @@ void kc_buf_steal(struct kc_buf *b, uint8_t **out, size_t *len);
 /* kc_free_wipe - wipe n bytes at p, then free(p).  NULL is a no-op. */
 void kc_free_wipe(void *p, size_t n);
 
-/* kc_wipe - wipe n bytes in a way the compiler may not elide. */
-void kc_wipe(void *p, size_t n);
 
 /* Big-endian load/store helpers. */
 void kc_store_u16(uint8_t *p, uint16_t v);

@@ -286,9 +286,8 @@ out:
     sodium_memzero(key, sizeof(key));
     sodium_memzero(commit, sizeof(commit));
     esdk_gcm_clear(&g);
-    if (r != 0 && out->len > start) {
-        kc_wipe(out->data + start, out->len - start);
-        out->len = start;
+    if (r != 0) {
+        kc_buf_truncate(out, start);
     }
     return r;
 }
@@ -464,9 +463,8 @@ out:
     sodium_memzero(key, sizeof(key));
     sodium_memzero(commit, sizeof(commit));
     esdk_gcm_clear(&g);
-    if (r != 0 && out->len > start) {
-        kc_wipe(out->data + start, out->len - start);
-        out->len = start;
+    if (r != 0) {
+        kc_buf_truncate(out, start);
     }
     return r;
 }

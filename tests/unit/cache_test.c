@@ -533,14 +533,32 @@ install_slow(struct fixture *f, struct keyslot *s)
     return sp;
 }
 
+/*
+ * Dispatch the request packed in req and expect rc (a request left
+ * waiting on a flight answers nothing yet); req is cleared.
+ */
+static void
+dispatch_expect(struct fixture *f, struct kc_buf *req, int rc)
+{
+    struct kc_buf resp;
+
+    kc_buf_init(&resp, 0);
+    assert_int_equal(dispatch_request(&f->a, NULL, &f->peer, req->data,
+                                      req->len, &resp), rc);
+    if (rc == DISPATCH_PENDING) {
+        assert_int_equal(resp.len, 0);
+    }
+    kc_buf_clear(req);
+    kc_buf_clear(&resp);
+}
+
 static void
 send_encrypt_pending(struct fixture *f, int expect_rc)
 {
-    struct kc_buf req, resp;
+    struct kc_buf req;
     msgpack_packer pk;
 
     kc_buf_init(&req, 0);
-    kc_buf_init(&resp, 0);
     proto_packer_init(&pk, &req);
     msgpack_pack_map(&pk, 5);
     proto_pack_cstr(&pk, "id");
@@ -555,13 +573,7 @@ send_encrypt_pending(struct fixture *f, int expect_rc)
     msgpack_pack_map(&pk, 1);
     proto_pack_cstr(&pk, "table");
     proto_pack_cstr(&pk, "users");
-    assert_int_equal(dispatch_request(&f->a, NULL, &f->peer, req.data,
-                                      req.len, &resp), expect_rc);
-    if (expect_rc == DISPATCH_PENDING) {
-        assert_int_equal(resp.len, 0);
-    }
-    kc_buf_clear(&req);
-    kc_buf_clear(&resp);
+    dispatch_expect(f, &req, expect_rc);
 }
 
 static void
@@ -649,12 +661,11 @@ test_batch_items_wait_and_resume(void **state)
     struct fixture *f = fixture_new("max_messages = 3", 100);
     struct keyslot *s = slot_of(f, "k");
     struct slow_provider *sp = install_slow(f, s);
-    struct kc_buf req, resp;
+    struct kc_buf req;
     msgpack_packer pk;
     int i;
 
     kc_buf_init(&req, 0);
-    kc_buf_init(&resp, 0);
     proto_packer_init(&pk, &req);
     msgpack_pack_map(&pk, 3);
     proto_pack_cstr(&pk, "id");
@@ -672,8 +683,7 @@ test_batch_items_wait_and_resume(void **state)
         proto_pack_cstr(&pk, "plaintext");
         proto_pack_bin(&pk, (const uint8_t *)"abc", 3);
     }
-    assert_int_equal(dispatch_request(&f->a, NULL, &f->peer, req.data,
-                                      req.len, &resp), DISPATCH_PENDING);
+    dispatch_expect(f, &req, DISPATCH_PENDING);
     /* 7 encrypt items with a cap of 3 per key: three flights in turn. */
     for (i = 0; i < 3; i++) {
         assert_int_equal(f->a.npending, 1);
@@ -682,8 +692,6 @@ test_batch_items_wait_and_resume(void **state)
     assert_int_equal(f->a.npending, 0);
     assert_int_equal(sp->calls, 3);
     assert_int_equal(s->n.encrypt, 7);
-    kc_buf_clear(&req);
-    kc_buf_clear(&resp);
     dispatch_shutdown(&f->a);
     fixture_free(f);
 }
@@ -784,11 +792,10 @@ slow_unwrap(struct provider *p, const struct esdk_edk *edk,
 static void
 send_decrypt_pending(struct fixture *f, const struct kc_buf *ct, int rc)
 {
-    struct kc_buf req, resp;
+    struct kc_buf req;
     msgpack_packer pk;
 
     kc_buf_init(&req, 0);
-    kc_buf_init(&resp, 0);
     proto_packer_init(&pk, &req);
     msgpack_pack_map(&pk, 3);
     proto_pack_cstr(&pk, "id");
@@ -797,10 +804,7 @@ send_decrypt_pending(struct fixture *f, const struct kc_buf *ct, int rc)
     proto_pack_cstr(&pk, "decrypt");
     proto_pack_cstr(&pk, "ciphertext");
     proto_pack_bin(&pk, ct->data, ct->len);
-    assert_int_equal(dispatch_request(&f->a, NULL, &f->peer, req.data,
-                                      req.len, &resp), rc);
-    kc_buf_clear(&req);
-    kc_buf_clear(&resp);
+    dispatch_expect(f, &req, rc);
 }
 
 static struct slow_provider *

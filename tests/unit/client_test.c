@@ -707,8 +707,7 @@ test_spin_is_bounded(void **state)
  * The spin budget is per call: a reply trickling in a byte every 300 us
  * (each wait ends before the budget would) must not keep the thread
  * busy-polling for the whole reply.  With the budget restarting on every
- * wait, the thread spun through the whole reply (CPU time = wall time).  And a
- * kc_client_wait never outlasts its timeout by the spin.
+ * wait, the thread spun through the whole reply (CPU time = wall time).
  */
 static void
 test_spin_budget_per_call(void **state)
