@@ -40,24 +40,32 @@ enum cache_kind {
 struct cache_entry {
     /*
      * Laid out for a lookup and an encrypt with the entry cold in the
-     * CPU cache: the first two cache lines hold everything they read
-     * (the id, chain link, key, template, counters, LRU links); the
-     * third what decrypts and housekeeping use.
+     * CPU cache.  Entries are 64-byte aligned (objpool.h): the
+     * first cache line holds what a lookup compares and what an encrypt
+     * prefetches next (the id, chain link, key and template pointers,
+     * TTL); the second the counters and links a hit updates; the rest is
+     * for decrypts and housekeeping.  A lookup fetches the first two
+     * lines together.
      */
     uint8_t id[CACHE_ID_LEN];
     struct cache_entry *hnext;  /* hash chain, owned by the cache */
-    enum cache_kind kind;
-    struct keyslot *slot;       /* retained: the alias it belongs to */
     uint8_t *dk;                /* keymem slot, dk_len bytes */
-    size_t dk_len;
     struct esdk_tmpl *tmpl;     /* encryption entries, suite 0x0478: the
                                  * header serialized once (esdk.h) */
     uint64_t expires_ms;
+    /* second cache line */
     uint64_t messages;          /* messages encrypted with dk */
     uint64_t bytes;             /* plaintext bytes encrypted with dk */
-    uint64_t dec_expires_ms;    /* see dec_id */
+    uint64_t created_ms;
     struct cache_entry *lprev;  /* LRU list, owned by the cache */
     struct cache_entry *lnext;
+    struct keyslot *slot;       /* retained: the alias it belongs to */
+    size_t dk_len;
+    enum cache_kind kind;
+    bool refreshing;            /* a successor is being fetched */
+    bool in_table;
+    uint8_t grace_logged;       /* bit 1 << metrics op: used past its
+                                 * TTL for that op; logged once each */
     /*
      * Encryption entries: the id this data key has as a decryption key
      * for the messages it wrote, and when that use ends (dec_expires_ms,
@@ -67,13 +75,21 @@ struct cache_entry {
      * copies.
      */
     uint8_t dec_id[CACHE_ID_LEN];
-    struct esdk_edk_list edks;  /* encryption entries: header EDKs */
-    uint64_t created_ms;
-    bool in_table;
-    bool refreshing;            /* a successor is being fetched */
-    uint8_t grace_logged;       /* bit 1 << metrics op: used past its
-                                 * TTL for that op; logged once each */
+    uint64_t dec_expires_ms;
+    struct esdk_edk_list edks;  /* encryption entries: header EDKs, until
+                                 * tmpl holds them */
+    /* The rest of CACHE_ENTRY_BYTES: tmpl, when it fits here. */
+    uint64_t tmpl_room[];
 };
+
+/*
+ * Bytes per entry, from a huge-page object pool (objpool.h).  The header
+ * template is built inside the entry when it fits: a 0x0478 header with
+ * one local-provider EDK and a short context does (about 150 bytes), so
+ * an encrypt reads contiguous memory.  Larger ones (KMS EDKs) are
+ * allocated apart.
+ */
+#define CACHE_ENTRY_BYTES 384
 
 struct cache_totals {
     size_t entries;
@@ -170,6 +186,16 @@ KC_MUST_USE int cache_entry_new(enum cache_kind kind, struct keyslot *slot,
 
 /* cache_entry_free - wipe and free an entry not in the table. */
 void cache_entry_free(struct cache_entry *e);
+
+/*
+ * cache_entry_build_tmpl - give encryption entry e (tmpl NULL, its EDKs
+ * in e->edks) the header template for messages under suite with context
+ * ec and frame_len-byte frames; the EDKs then live only in the template.
+ * Returns 0 or an esdk_tmpl_new error.
+ */
+KC_MUST_USE int cache_entry_build_tmpl(struct cache_entry *e, uint16_t suite,
+                                       const struct esdk_ec *ec,
+                                       uint32_t frame_len);
 
 /*
  * cache_insert - put e (takes ownership) in the table under id with a

@@ -279,12 +279,10 @@ encrypt_with_tmpl(struct req *rq, struct cache_entry *e,
         if (e->edks.n == 0) {
             return fail(rq, KC_EINVAL, "data key entry lost its EDKs");
         }
-        if ((r = esdk_tmpl_new(k->suite, ec, &e->edks, k->frame_len,
-                               &e->tmpl)) != 0) {
+        if ((r = cache_entry_build_tmpl(e, k->suite, ec, k->frame_len)) !=
+            0) {
             return fail(rq, r, "cannot start message: %s", kc_strerror(r));
         }
-        /* The template holds the EDKs serialized; keep one copy only. */
-        esdk_edk_list_clear(&e->edks);
     }
     len = esdk_tmpl_msg_len(e->tmpl, pt_len);
     pack_encrypt_reply(rq, len);

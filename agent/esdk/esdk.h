@@ -222,6 +222,17 @@ KC_MUST_USE int esdk_tmpl_new(uint16_t suite, const struct esdk_ec *ec,
                               uint32_t frame_len, struct esdk_tmpl **out);
 
 /*
+ * esdk_tmpl_new_in - esdk_tmpl_new, but the template is built in the
+ * caller's room (room_len bytes, pointer-aligned) when it fits there;
+ * *out == room tells.  Such a template is the caller's memory: never
+ * pass it to esdk_tmpl_free.
+ */
+KC_MUST_USE int esdk_tmpl_new_in(uint16_t suite, const struct esdk_ec *ec,
+                                 const struct esdk_edk_list *edks,
+                                 uint32_t frame_len, void *room,
+                                 size_t room_len, struct esdk_tmpl **out);
+
+/*
  * esdk_tmpl_encrypt - append one whole message (fresh message ID, header
  * from t, framed body) for pt to out; byte-for-byte what esdk_enc_new +
  * esdk_enc_finish would write with the same ID.  data_key (dk_len = the

@@ -339,6 +339,14 @@ esdk_tmpl_new(uint16_t suite, const struct esdk_ec *ec,
               const struct esdk_edk_list *edks, uint32_t frame_len,
               struct esdk_tmpl **out)
 {
+    return esdk_tmpl_new_in(suite, ec, edks, frame_len, NULL, 0, out);
+}
+
+int
+esdk_tmpl_new_in(uint16_t suite, const struct esdk_ec *ec,
+                 const struct esdk_edk_list *edks, uint32_t frame_len,
+                 void *room, size_t room_len, struct esdk_tmpl **out)
+{
     struct esdk_tmpl *t = NULL;
     struct kc_buf ec_ser, mid;
     int r;
@@ -360,7 +368,10 @@ esdk_tmpl_new(uint16_t suite, const struct esdk_ec *ec,
         (r = tmpl_put_mid(&ec_ser, edks, frame_len, &mid)) != 0) {
         goto out;
     }
-    if ((t = malloc(sizeof(*t) + mid.len)) == NULL) {
+    if (room != NULL && ((uintptr_t)room & (_Alignof(struct esdk_tmpl) - 1)) ==
+                            0 && room_len >= sizeof(*t) + mid.len) {
+        t = room;
+    } else if ((t = malloc(sizeof(*t) + mid.len)) == NULL) {
         r = KC_ENOMEM;
         goto out;
     }
