@@ -17,7 +17,9 @@
 /*
  * Under AddressSanitizer a free object is poisoned, so a use after
  * objpool_put is reported as it would be for malloc'd memory (until the
- * object is handed out again: the free list is LIFO).
+ * object is handed out again: the free list is LIFO).  Chunks are
+ * registered with LeakSanitizer as root regions: heap memory reachable
+ * only from pooled objects is not a leak.
  */
 #if defined(__SANITIZE_ADDRESS__)
 #define KC_POOL_ASAN 1
@@ -28,11 +30,16 @@
 #endif
 #ifdef KC_POOL_ASAN
 #include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#define LSAN_ROOT(p, n) __lsan_register_root_region((p), (n))
+#define LSAN_UNROOT(p, n) __lsan_unregister_root_region((p), (n))
 #else
 #define POISON(p, n) ((void)(p), (void)(n))
 #define UNPOISON(p, n) ((void)(p), (void)(n))
+#define LSAN_ROOT(p, n) ((void)(p), (void)(n))
+#define LSAN_UNROOT(p, n) ((void)(p), (void)(n))
 #endif
 
 struct objpool_chunk {
@@ -127,6 +134,7 @@ chunk_new(struct objpool *p)
     }
     c->n = (uint32_t)((OBJPOOL_CHUNK_BYTES - HDR_BYTES) / p->size);
     POISON((uint8_t *)c + HDR_BYTES, OBJPOOL_CHUNK_BYTES - HDR_BYTES);
+    LSAN_ROOT(c, OBJPOOL_CHUNK_BYTES);
     p->chunks++;
     avail_push(p, c);
     return c;
@@ -184,6 +192,7 @@ objpool_put(struct objpool *p, void *obj)
     }
     avail_unlink(p, c);
     p->chunks--;
+    LSAN_UNROOT(c, OBJPOOL_CHUNK_BYTES);
     munmap(c, OBJPOOL_CHUNK_BYTES);
 }
 
