@@ -727,24 +727,33 @@ encrypt_once(struct kc_client *c, size_t size, uint8_t **ct, size_t *len)
     check_status(kc_encrypt(c, ALIAS, &ctxs[0], 1, pt, size, ct, len), c);
 }
 
+/* One "Name: N kB" line of a /proc/<agent>/ file, in bytes, or -1. */
 static long
-agent_rss(void)
+agent_proc_kb(const char *file, const char *name)
 {
     char path[64], line[256];
+    size_t n = strlen(name);
     long kb = -1;
     FILE *f;
 
-    snprintf(path, sizeof(path), "/proc/%ld/status", (long)agent_pid);
+    snprintf(path, sizeof(path), "/proc/%ld/%s", (long)agent_pid, file);
     if ((f = fopen(path, "r")) == NULL) {
         return -1;
     }
     while (fgets(line, sizeof(line), f) != NULL) {
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) {
+        if (strncmp(line, name, n) == 0 && line[n] == ':') {
+            kb = strtol(line + n + 1, NULL, 10);
             break;
         }
     }
     fclose(f);
     return kb < 0 ? -1 : kb * 1024;
+}
+
+static long
+agent_rss(void)
+{
+    return agent_proc_kb("status", "VmRSS");
 }
 
 /* Cache entries and locked bytes from the agent's stats. */
@@ -911,6 +920,11 @@ agent_suite(const struct opts *o)
             entries > 0 ? locked / entries : -1, "bytes", NULL, false);
     fig_add("agent_rss_bytes_100k_keys", "  agent RSS", (double)agent_rss(),
             "bytes", NULL, false);
+    /* How much of it the kernel backs with transparent huge pages (the
+     * cache's entries ask for them; 0 where THP is off). */
+    fig_add("agent_hugepage_bytes_100k_keys", "  of which huge pages",
+            (double)agent_proc_kb("smaps_rollup", "AnonHugePages"), "bytes",
+            NULL, false);
     kc_free(ct64);
     kc_free(ct1k);
     kc_client_free(c);
