@@ -3,8 +3,9 @@
  *
  * A chunk starts with its header; objects follow at fixed offsets.  Free
  * objects form a list threaded through their first bytes, and objects
- * never handed out are taken in address order (`fresh`), so a chunk's
- * pages are touched only as it fills.  The chunk of an object is its
+ * never handed out are taken in address order (`fresh`), so on small
+ * pages a chunk's memory becomes resident only as it fills (with THP the
+ * first touch brings in the whole 2 MiB).  The chunk of an object is its
  * address rounded down to the chunk size.
  */
 #include "objpool.h"
@@ -15,31 +16,19 @@
 #include <sys/mman.h>
 
 /*
- * Under AddressSanitizer a free object is poisoned, so a use after
- * objpool_put is reported as it would be for malloc'd memory (until the
- * object is handed out again: the free list is LIFO).  Chunks are
- * registered with LeakSanitizer as root regions: heap memory reachable
- * only from pooled objects is not a leak.
+ * Under AddressSanitizer free objects and fresh chunks are poisoned, so
+ * a stray access to an object not handed out is reported.  That does not
+ * catch a use after free once the object is handed out again (the free
+ * list is LIFO, with no quarantine), which is why the cache takes its
+ * entries from the heap in sanitized builds (cache.c).
  */
-#if defined(__SANITIZE_ADDRESS__)
-#define KC_POOL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KC_POOL_ASAN 1
-#endif
-#endif
-#ifdef KC_POOL_ASAN
+#ifdef OBJPOOL_ASAN
 #include <sanitizer/asan_interface.h>
-#include <sanitizer/lsan_interface.h>
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#define LSAN_ROOT(p, n) __lsan_register_root_region((p), (n))
-#define LSAN_UNROOT(p, n) __lsan_unregister_root_region((p), (n))
 #else
 #define POISON(p, n) ((void)(p), (void)(n))
 #define UNPOISON(p, n) ((void)(p), (void)(n))
-#define LSAN_ROOT(p, n) ((void)(p), (void)(n))
-#define LSAN_UNROOT(p, n) ((void)(p), (void)(n))
 #endif
 
 struct objpool_chunk {
@@ -85,6 +74,7 @@ map_aligned(size_t want)
     if (tail > 0) {
         munmap(p + want, tail);
     }
+    UNPOISON(p, want);
     /* Both are advice: without THP (or on an old kernel) the pool still
      * works, on small pages. */
 #ifdef MADV_HUGEPAGE
@@ -134,7 +124,6 @@ chunk_new(struct objpool *p)
     }
     c->n = (uint32_t)((OBJPOOL_CHUNK_BYTES - HDR_BYTES) / p->size);
     POISON((uint8_t *)c + HDR_BYTES, OBJPOOL_CHUNK_BYTES - HDR_BYTES);
-    LSAN_ROOT(c, OBJPOOL_CHUNK_BYTES);
     p->chunks++;
     avail_push(p, c);
     return c;
@@ -192,7 +181,9 @@ objpool_put(struct objpool *p, void *obj)
     }
     avail_unlink(p, c);
     p->chunks--;
-    LSAN_UNROOT(c, OBJPOOL_CHUNK_BYTES);
+    /* ASan does not see munmap: a later mapping here must not inherit
+     * the poison. */
+    UNPOISON(c, OBJPOOL_CHUNK_BYTES);
     munmap(c, OBJPOOL_CHUNK_BYTES);
 }
 
@@ -230,5 +221,6 @@ objpool_table_free(void *t, size_t n)
         free(t);
         return;
     }
+    UNPOISON(t, table_bytes(n));
     munmap(t, table_bytes(n));
 }

@@ -11,10 +11,11 @@
  * allocator header, so an entry starts on a cache line and none is shared
  * with a neighbour's bookkeeping.
  *
- * Pages of a chunk are touched only as objects are first handed out.  A
- * chunk whose last object is returned is unmapped (one empty chunk is
- * kept to absorb churn).  Chunks are excluded from core dumps.  Objects
- * are not zeroed or wiped here: the owner does both.
+ * Where the kernel grants huge pages a chunk is resident (2 MiB) from its
+ * first object; on small pages, page by page as objects are first handed
+ * out.  A chunk whose last object is returned is unmapped (one empty
+ * chunk is kept to absorb churn).  Chunks are excluded from core dumps.
+ * Objects are not zeroed or wiped here: the owner does both.
  *
  * Not thread-safe (the agent is single-threaded).
  */
@@ -24,6 +25,15 @@
 #include <stddef.h>
 
 #define OBJPOOL_CHUNK_BYTES ((size_t)2 << 20)
+
+/* OBJPOOL_ASAN: defined when built with AddressSanitizer. */
+#if defined(__SANITIZE_ADDRESS__)
+#define OBJPOOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define OBJPOOL_ASAN 1
+#endif
+#endif
 #define OBJPOOL_ALIGN 64
 
 struct objpool_chunk;

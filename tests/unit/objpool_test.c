@@ -84,6 +84,35 @@ test_churn_keeps_mapping_bounded(void **state)
     }
 }
 
+/*
+ * Under ASan, chunks are poisoned while unused; a chunk unmapped when it
+ * empties must not leave that poison behind for whatever is mapped at
+ * its address next (here a big table, where mmap reuses the hole).
+ */
+static void
+test_unmapped_chunk_leaves_no_poison(void **state)
+{
+    struct objpool p = OBJPOOL_INIT(OBJ);
+    size_t n = 3 * PER_CHUNK, i, tn = 8 * OBJPOOL_CHUNK_BYTES;
+    void **v = calloc(n, sizeof(*v));
+    uint8_t *t;
+
+    (void)state;
+    assert_non_null(v);
+    for (i = 0; i < n; i++) {
+        assert_non_null(v[i] = objpool_get(&p));
+    }
+    for (i = 0; i < n; i++) {
+        objpool_put(&p, v[i]);
+    }
+    assert_int_equal(objpool_mapped_bytes(&p), OBJPOOL_CHUNK_BYTES);
+    t = objpool_table_new(tn);
+    assert_non_null(t);
+    memset(t, 0x5a, tn); /* ASan: use-after-poison before the fix */
+    objpool_table_free(t, tn);
+    free(v);
+}
+
 static void
 test_table_zeroed_small_and_large(void **state)
 {
@@ -190,6 +219,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_objects_aligned_distinct_and_spread_over_chunks),
         cmocka_unit_test(test_churn_keeps_mapping_bounded),
+        cmocka_unit_test(test_unmapped_chunk_leaves_no_poison),
         cmocka_unit_test(test_table_zeroed_small_and_large),
         cmocka_unit_test(test_template_inside_entry_or_apart),
     };
