@@ -13,12 +13,14 @@
 #include "keymem.h"
 #include "objpool.h"
 
-_Static_assert(offsetof(struct cache_entry, messages) == 64,
+_Static_assert(offsetof(struct cache_entry, messages) == CACHE_LINE_BYTES,
                "a lookup's fields fill exactly the first cache line");
-_Static_assert(offsetof(struct cache_entry, dec_id) <= 128,
+_Static_assert(offsetof(struct cache_entry, dec_id) <= 2 * CACHE_LINE_BYTES,
                "a hit's fields fit in the first two cache lines");
 _Static_assert(sizeof(struct cache_entry) + 128 <= CACHE_ENTRY_BYTES,
                "room for a typical header template");
+_Static_assert(OBJPOOL_ALIGN % CACHE_LINE_BYTES == 0,
+               "pooled entries start on a cache line");
 
 /*
  * Every entry, of every cache, comes from one pool (the agent is
@@ -31,7 +33,7 @@ _Static_assert(sizeof(struct cache_entry) + 128 <= CACHE_ENTRY_BYTES,
 static void *
 entry_alloc(void)
 {
-    return aligned_alloc(64, CACHE_ENTRY_BYTES);
+    return aligned_alloc(OBJPOOL_ALIGN, CACHE_ENTRY_BYTES);
 }
 
 static void
@@ -331,7 +333,7 @@ find(const struct cache *c, const uint8_t id[CACHE_ID_LEN])
 
     while (e != NULL) {
         /* A hit reads the second line too: start both misses at once. */
-        __builtin_prefetch((const char *)e + 64);
+        __builtin_prefetch((const char *)e + CACHE_LINE_BYTES);
         if (memcmp(e->id, id, CACHE_ID_LEN) == 0) {
             break;
         }

@@ -91,6 +91,9 @@ struct cache_entry {
  */
 #define CACHE_ENTRY_BYTES 384
 
+/* The CPU cache line the entry layout and its prefetches assume. */
+#define CACHE_LINE_BYTES 64
+
 struct cache_totals {
     size_t entries;
     size_t capacity;

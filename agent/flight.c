@@ -595,8 +595,9 @@ prefetch_for_encrypt(const struct cache_entry *e)
     int i;
 
     __builtin_prefetch(e->dk);
+    /* Four lines hold a typical header's bytes. */
     for (i = 0; t != NULL && i < 4; i++) {
-        __builtin_prefetch(t + 64 * i); /* a typical header's bytes */
+        __builtin_prefetch(t + CACHE_LINE_BYTES * i);
     }
 }
 

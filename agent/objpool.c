@@ -40,9 +40,7 @@ struct objpool_chunk {
     bool on_avail;
 };
 
-#define HDR_BYTES                                                           \
-    ((sizeof(struct objpool_chunk) + OBJPOOL_ALIGN - 1) &                   \
-     ~(size_t)(OBJPOOL_ALIGN - 1))
+#define HDR_BYTES OBJPOOL_ROUND_UP(sizeof(struct objpool_chunk), OBJPOOL_ALIGN)
 
 static struct objpool_chunk *
 chunk_of(const void *obj)
@@ -64,8 +62,7 @@ map_aligned(size_t want)
     if (m == MAP_FAILED) {
         return NULL;
     }
-    p = (uint8_t *)(((uintptr_t)m + OBJPOOL_CHUNK_BYTES - 1) &
-                    ~(uintptr_t)(OBJPOOL_CHUNK_BYTES - 1));
+    p = (uint8_t *)OBJPOOL_ROUND_UP((uintptr_t)m, OBJPOOL_CHUNK_BYTES);
     head = (size_t)(p - m);
     tail = OBJPOOL_CHUNK_BYTES - head;
     if (head > 0) {
@@ -196,7 +193,7 @@ objpool_mapped_bytes(const struct objpool *p)
 static size_t
 table_bytes(size_t n)
 {
-    return (n + OBJPOOL_CHUNK_BYTES - 1) & ~(OBJPOOL_CHUNK_BYTES - 1);
+    return OBJPOOL_ROUND_UP(n, OBJPOOL_CHUNK_BYTES);
 }
 
 void *

@@ -45,11 +45,13 @@ struct objpool {
     size_t chunks;                /* mapped, spare included */
 };
 
+/* OBJPOOL_ROUND_UP(n, a) - n rounded up to a multiple of a (a power of
+ * two). */
+#define OBJPOOL_ROUND_UP(n, a) (((n) + (a) - 1) & ~(size_t)((a) - 1))
+
 /* OBJPOOL_INIT(size) - a static initializer; size is rounded up to
  * OBJPOOL_ALIGN and must leave room for a chunk header. */
-#define OBJPOOL_INIT(sz)                                                    \
-    { (((sz) + OBJPOOL_ALIGN - 1) & ~(size_t)(OBJPOOL_ALIGN - 1)), NULL,    \
-      NULL, 0 }
+#define OBJPOOL_INIT(sz) { OBJPOOL_ROUND_UP(sz, OBJPOOL_ALIGN), NULL, NULL, 0 }
 
 /* objpool_get - an object of p->size bytes, 64-byte aligned, contents
  * undefined; NULL when out of memory. */
