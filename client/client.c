@@ -651,9 +651,18 @@ client_hello(struct kc_client *c, int64_t deadline)
     proto_pack_cstr(&pk, "versions");
     msgpack_pack_array(&pk, 1);
     msgpack_pack_uint64(&pk, PROTO_VERSION);
-    if ((r = client_req_end(c, &req, mark)) != 0 ||
-        (r = client_send_all(c, req.data, req.len, deadline)) != 0 ||
+    if ((r = client_req_end(c, &req, mark)) != 0) {
+        goto out;
+    }
+    /* An agent refusing the connection (max_connections) sends its
+     * reason at once and closes, so the hello may meet a closed pipe
+     * while that answer waits to be read: read it either way. */
+    r = client_send_all(c, req.data, req.len, deadline);
+    if ((r == 0 || r == KC_ECLOSED) &&
         (r = await_reply(c, id, deadline, &rep)) != 0) {
+        goto out;
+    }
+    if (r != 0) {
         goto out;
     }
     if (proto_get_uint(&rep.u.data, "version", true, &v) != 0 ||

@@ -586,6 +586,22 @@ class PythonClientTest(unittest.TestCase):
                 keycache.Client(fake.path, timeout=5)
             self.assertIsNone(cm.exception.request_id)
 
+        h.say("the refusal still wins when the hello meets a closed pipe")
+        send = socket.socket.send
+
+        def late_send(sock, *args):
+            time.sleep(0.5)  # the fake answers and closes meanwhile
+            return send(sock, *args)
+
+        with FakeAgent(refuse_handler) as fake:
+            socket.socket.send = late_send
+            try:
+                with self.assertRaises(keycache.UnavailableError) as cm:
+                    keycache.Client(fake.path, timeout=5)
+            finally:
+                socket.socket.send = send
+            self.assertEqual(cm.exception.code, KE.KC_EBUSY)
+
     # --- fork, context manager
 
     def test_fork(self):

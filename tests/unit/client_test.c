@@ -7,6 +7,7 @@
  * properly, close mid-request, never answer, send errors, send stale
  * ids, send garbage).  No real agent and no network are involved.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -44,6 +45,8 @@ enum fake_mode {
     FAKE_HUGE_LEN,     /* hello, then a length prefix of 2 GiB */
     FAKE_OLD_VERSION,  /* hello answered with version 7 */
     FAKE_TRICKLE,      /* good replies, sent a byte every 300 us */
+    FAKE_REFUSE_EARLY, /* error with id nil on accept, then close, unread
+                        * (as the agent refuses past max_connections) */
 };
 
 struct fake {
@@ -76,6 +79,30 @@ mono_ms(void)
 
 /* Set by FAKE_TRICKLE's connection thread around one reply. */
 static _Thread_local bool trickle;
+
+/*
+ * This thread's next send(2), the client's included (libkeycache's calls
+ * resolve to this definition), waits this long first: a fake can then
+ * answer and close before the client's first bytes go out.
+ */
+static _Thread_local int send_delay_ms;
+
+ssize_t
+send(int fd, const void *buf, size_t len, int flags)
+{
+    static ssize_t (*next_send)(int, const void *, size_t, int);
+
+    if (next_send == NULL) {
+        next_send = (ssize_t(*)(int, const void *, size_t, int))dlsym(
+            RTLD_NEXT, "send");
+        assert_non_null(next_send);
+    }
+    if (send_delay_ms > 0) {
+        usleep((useconds_t)send_delay_ms * 1000);
+        send_delay_ms = 0;
+    }
+    return next_send(fd, buf, len, flags);
+}
 
 static int
 send_all(int fd, const uint8_t *p, size_t n)
@@ -352,6 +379,11 @@ conn_main(void *arg)
     int fd = ca->fd, r = 0;
 
     free(ca);
+    if (f->mode == FAKE_REFUSE_EARLY) {
+        (void)error_send(fd, false, 0, KC_EBUSY, "too many clients");
+        shutdown(fd, SHUT_RDWR);
+        return NULL;
+    }
     kc_buf_init(&in, 0);
     while (r == 0 && wait_readable(f, fd)) {
         if ((n = recv(fd, chunk, sizeof(chunk), 0)) <= 0) {
@@ -578,6 +610,26 @@ test_busy_at_hello(void **state)
 
     (void)state;
     assert_int_equal(kc_client_open(f->path, 1000, &c), 0);
+    assert_int_equal(kc_client_connect(c), KC_EBUSY);
+    assert_string_equal(kc_client_last_error(c), "too many clients");
+    kc_client_free(c);
+    fake_stop(f);
+}
+
+/*
+ * The agent refuses a connection past max_connections by answering at
+ * once and closing.  A hello sent after that close meets a broken pipe;
+ * the refusal must still be what the caller gets (it was KC_ECLOSED).
+ */
+static void
+test_refused_before_hello_sent(void **state)
+{
+    struct fake *f = fake_start(FAKE_REFUSE_EARLY);
+    struct kc_client *c = NULL;
+
+    (void)state;
+    assert_int_equal(kc_client_open(f->path, 2000, &c), 0);
+    send_delay_ms = 300;
     assert_int_equal(kc_client_connect(c), KC_EBUSY);
     assert_string_equal(kc_client_last_error(c), "too many clients");
     kc_client_free(c);
@@ -1081,6 +1133,7 @@ main(void)
         cmocka_unit_test(test_spin_budget_per_call),
         cmocka_unit_test(test_buf_max_lowered),
         cmocka_unit_test(test_busy_at_hello),
+        cmocka_unit_test(test_refused_before_hello_sent),
         cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_error_reply),
         cmocka_unit_test(test_roundtrip),

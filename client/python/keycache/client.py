@@ -495,6 +495,11 @@ class Client:
                     "sending to the agent timed out"))
                 raise E.KeycacheTimeout("sending to the agent timed out")
             except (BrokenPipeError, ConnectionResetError) as e:
+                # An agent that refuses a connection says why in one frame
+                # and closes: deliver what it sent before the close, so
+                # the refusal is what the caller sees, not the closed pipe.
+                if self._drain_last_words(sock):
+                    return
                 exc = E.KeycacheConnectionError(
                     "agent closed the connection (%s)" % e.strerror,
                     code=E.KC_ECLOSED)
@@ -502,6 +507,21 @@ class Client:
                 raise exc from None
             except _Dropped:
                 return
+
+    def _drain_last_words(self, sock):
+        """Dispatch what a closed peer sent before closing; True when
+        that dropped the connection (its replies failed with the reason
+        it gave, or with KC_ECLOSED at the end of its bytes)."""
+        try:
+            while self._sock is sock:
+                before = len(self._rbuf)
+                self._fill(sock)
+                if len(self._rbuf) == before:
+                    break  # nothing more to read now
+                self._dispatch_ready()
+        except _Dropped:
+            pass
+        return self._sock is not sock
 
     def _fill(self, sock):
         """Read what is available into the buffer; raise _Dropped (after
