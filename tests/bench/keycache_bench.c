@@ -10,12 +10,19 @@
  *   agent       a keycache-agent it starts itself on a scratch socket
  *               (local provider, temporary master key): blocking depth 1,
  *               pipelined 16 and 64, batches of 32 and 256, encrypt and
- *               decrypt (data key cached), then the same with 100 000
- *               distinct cached keys, locked bytes per key and RSS;
+ *               decrypt (data key cached); and a second agent, configured
+ *               alike, filled with 100 000 distinct cached keys: encrypt
+ *               over all of them, locked bytes per key and RSS;
  *   node peer   @aws-crypto/client-node with the caching CMM, when node
  *               and tests/bench/node/node_modules are there.
  *
  *   keycache-bench [--quick] [--json] [--agent PATH] [--node-dir DIR]
+ *
+ * The run is a sequence of rounds; each round measures every figure
+ * once, in a short window, and a figure is the median of its rounds.
+ * A shared machine's slow drifts and one-second stalls then fall on all
+ * figures alike instead of on whichever was measured last, so a ratio of
+ * two figures compares like with like.
  *
  * --quick shortens every measurement (CI smoke run; never a pass/fail
  * on timing).  --json prints one JSON object on stdout (and the table
@@ -59,25 +66,39 @@
 struct opts {
     bool quick, json;
     const char *agent, *node_dir;
-    double secs;      /* per measurement */
+    double secs;      /* per figure, over all rounds */
+    int rounds;       /* <= ROUNDS_MAX */
     size_t nkeys;     /* distinct cached keys */
 };
 
-/* One figure of the run. */
+#define ROUNDS_MAX 5
+
+/* One figure of the run: one sample per round, reported as their median. */
 struct fig {
-    const char *json;  /* JSON field name, or NULL (table only) */
+    const char *json;  /* JSON field name (unique) */
     const char *label;
-    double value;      /* < 0: not measured */
+    double value;      /* median of s[]; < 0: not measured */
     const char *unit;
     const char *base;  /* JSON name of the figure it is compared with */
     bool higher_better;
+    double s[ROUNDS_MAX];
+    size_t n;
 };
 
 #define NFIGS 64
 static struct fig figs[NFIGS];
 static size_t nfigs;
-static char scratch[64];
-static pid_t agent_pid = -1;
+
+/*
+ * An agent started by the bench: "one" serves the single-key figures,
+ * "many" holds the 100 000 keys, so both are measured in every round.
+ */
+struct agent_proc {
+    char dir[64]; /* scratch directory: key file, config, socket */
+    pid_t pid;
+};
+
+static struct agent_proc agent_one = {.pid = -1}, agent_many = {.pid = -1};
 
 static double
 now_s(void)
@@ -98,33 +119,48 @@ die(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
-    if (agent_pid > 0) {
-        kill(agent_pid, SIGTERM);
+    if (agent_one.pid > 0) {
+        kill(agent_one.pid, SIGTERM);
+    }
+    if (agent_many.pid > 0) {
+        kill(agent_many.pid, SIGTERM);
     }
     exit(1);
 }
 
-static void
-fig_add(const char *json, const char *label, double v, const char *unit,
-        const char *base, bool higher_better)
-{
-    if (nfigs < NFIGS) {
-        figs[nfigs++] = (struct fig){json, label, v, unit, base,
-                                     higher_better};
-    }
-}
-
-static const struct fig *
+static struct fig *
 fig_find(const char *json)
 {
     size_t i;
 
     for (i = 0; i < nfigs; i++) {
-        if (figs[i].json != NULL && strcmp(figs[i].json, json) == 0) {
+        if (strcmp(figs[i].json, json) == 0) {
             return &figs[i];
         }
     }
     return NULL;
+}
+
+/* Add this round's sample of a figure; the first one places it in the
+ * table. */
+static void
+fig_add(const char *json, const char *label, double v, const char *unit,
+        const char *base, bool higher_better)
+{
+    struct fig *f = fig_find(json);
+
+    if (f == NULL) {
+        if (nfigs == NFIGS) {
+            die("%s", "too many figures");
+        }
+        f = &figs[nfigs++];
+        *f = (struct fig){json, label, -1, unit, base, higher_better,
+                          {0}, 0};
+    }
+    if (f->n == ROUNDS_MAX) {
+        die("%s: more samples than rounds", json);
+    }
+    f->s[f->n++] = v;
 }
 
 static void
@@ -135,7 +171,7 @@ progress(const struct opts *o, const char *what)
     }
 }
 
-/* ---- latencies ------------------------------------------------------- */
+/* ---- latencies and medians -------------------------------------------- */
 
 static int
 cmp_double(const void *a, const void *b)
@@ -143,6 +179,29 @@ cmp_double(const void *a, const void *b)
     double x = *(const double *)a, y = *(const double *)b;
 
     return x < y ? -1 : x > y;
+}
+
+/* Every figure's value: the median of its samples (the mean of the
+ * middle two for an even count); not measured if any sample was not. */
+static void
+figs_finish(void)
+{
+    double v[ROUNDS_MAX];
+    struct fig *f;
+    size_t i, j;
+
+    for (i = 0; i < nfigs; i++) {
+        f = &figs[i];
+        memcpy(v, f->s, f->n * sizeof(double));
+        qsort(v, f->n, sizeof(double), cmp_double);
+        f->value = f->n % 2 ? v[f->n / 2]
+                            : (v[f->n / 2 - 1] + v[f->n / 2]) / 2;
+        for (j = 0; j < f->n; j++) {
+            if (f->s[j] < 0) {
+                f->value = -1;
+            }
+        }
+    }
 }
 
 static double
@@ -233,27 +292,8 @@ check_msg(const struct inproc *ip, const uint8_t *m, size_t len,
 
 enum inproc_kind { IP_NAIVE, IP_KEYCACHE, IP_DECRYPT };
 
-/*
- * Every throughput figure is the median of WINDOWS back-to-back windows,
- * so one window disturbed by something else on a shared machine does not
- * decide a ratio.  Applied alike to baselines and agent figures.
- */
-#define WINDOWS 3
-
 static double
-median3(double a, double b, double c)
-{
-    if (a > b) {
-        double t = a;
-
-        a = b;
-        b = t;
-    }
-    return c < a ? a : c > b ? b : c;
-}
-
-static double
-inproc_once(struct inproc *ip, enum inproc_kind kind, size_t n, double secs)
+inproc_run(struct inproc *ip, enum inproc_kind kind, size_t n, double secs)
 {
     uint8_t pt[1024], out[4096];
     struct esdk_header *h = NULL;
@@ -295,14 +335,6 @@ inproc_once(struct inproc *ip, enum inproc_kind kind, size_t n, double secs)
     kc_buf_clear(&b);
     kc_buf_clear(&p);
     return (double)ops / t;
-}
-
-static double
-inproc_run(struct inproc *ip, enum inproc_kind kind, size_t n, double secs)
-{
-    return median3(inproc_once(ip, kind, n, secs / WINDOWS),
-                   inproc_once(ip, kind, n, secs / WINDOWS),
-                   inproc_once(ip, kind, n, secs / WINDOWS));
 }
 
 /* ---- 3.: raw Unix-socket echo ---------------------------------------- */
@@ -448,23 +480,24 @@ write_file(const char *path, const void *p, size_t n, mode_t mode)
     close(fd);
 }
 
+/* Both agents get the same configuration: only what they hold differs. */
 static void
-agent_start(const struct opts *o)
+agent_start(const struct opts *o, struct agent_proc *ap)
 {
     char path[128], conf[1024], sock[128];
     uint8_t key[32];
     struct kc_client *c = NULL;
     int i, n;
 
-    snprintf(scratch, sizeof(scratch), "/tmp/kc-bench-XXXXXX");
-    if (mkdtemp(scratch) == NULL) {
+    snprintf(ap->dir, sizeof(ap->dir), "/tmp/kc-bench-XXXXXX");
+    if (mkdtemp(ap->dir) == NULL) {
         die("%s", "mkdtemp failed");
     }
     randombytes_buf(key, sizeof(key));
-    snprintf(path, sizeof(path), "%s/bench.key", scratch);
+    snprintf(path, sizeof(path), "%s/bench.key", ap->dir);
     write_file(path, key, sizeof(key), 0600);
     sodium_memzero(key, sizeof(key));
-    snprintf(sock, sizeof(sock), "%s/agent.sock", scratch);
+    snprintf(sock, sizeof(sock), "%s/agent.sock", ap->dir);
     /* Capacity: one entry per data key (cache.h), plus room. */
     n = snprintf(conf, sizeof(conf),
                  "[agent]\nsocket = %s\ncapacity = %zu\nlog_level = warn\n"
@@ -473,12 +506,12 @@ agent_start(const struct opts *o)
                  "ttl = 3600\ndecrypt_ttl = 3600\n"
                  "max_messages = 4294967296\n",
                  sock, o->nkeys + 1000, ALIAS, path);
-    snprintf(path, sizeof(path), "%s/agent.ini", scratch);
+    snprintf(path, sizeof(path), "%s/agent.ini", ap->dir);
     write_file(path, conf, (size_t)n, 0600);
-    if ((agent_pid = fork()) < 0) {
+    if ((ap->pid = fork()) < 0) {
         die("%s", "fork failed");
     }
-    if (agent_pid == 0) {
+    if (ap->pid == 0) {
         execl(o->agent, o->agent, "--config", path, (char *)NULL);
         _exit(127);
     }
@@ -493,34 +526,35 @@ agent_start(const struct opts *o)
 }
 
 static void
-agent_stop(void)
+agent_stop(struct agent_proc *ap)
 {
     char cmd[128];
     int st;
 
-    if (agent_pid > 0) {
-        kill(agent_pid, SIGTERM);
-        waitpid(agent_pid, &st, 0);
-        agent_pid = -1;
+    if (ap->pid > 0) {
+        kill(ap->pid, SIGTERM);
+        waitpid(ap->pid, &st, 0);
+        ap->pid = -1;
     }
-    if (scratch[0] != '\0') {
-        snprintf(cmd, sizeof(cmd), "%s/agent.sock", scratch);
+    if (ap->dir[0] != '\0') {
+        snprintf(cmd, sizeof(cmd), "%s/agent.sock", ap->dir);
         unlink(cmd);
-        snprintf(cmd, sizeof(cmd), "%s/agent.ini", scratch);
+        snprintf(cmd, sizeof(cmd), "%s/agent.ini", ap->dir);
         unlink(cmd);
-        snprintf(cmd, sizeof(cmd), "%s/bench.key", scratch);
+        snprintf(cmd, sizeof(cmd), "%s/bench.key", ap->dir);
         unlink(cmd);
-        rmdir(scratch);
+        rmdir(ap->dir);
+        ap->dir[0] = '\0';
     }
 }
 
 static struct kc_client *
-agent_client(void)
+agent_client(const struct agent_proc *ap)
 {
     struct kc_client *c = NULL;
     char sock[128];
 
-    snprintf(sock, sizeof(sock), "%s/agent.sock", scratch);
+    snprintf(sock, sizeof(sock), "%s/agent.sock", ap->dir);
     if (kc_client_new(sock, 30000, &c) != 0) {
         die("%s", "cannot connect to the agent");
     }
@@ -554,6 +588,7 @@ struct load {
     size_t nkeys;           /* cycle over this many contexts */
     const uint8_t *ct;      /* decrypt: a ciphertext of ctxs[0] */
     size_t ct_len;
+    uint64_t next;          /* where the walk over the keys goes on */
     uint8_t pt[1024];
 };
 
@@ -569,12 +604,8 @@ static void
 check_status(int r, struct kc_client *c)
 {
     if (r != 0) {
-        fprintf(stderr, "keycache-bench: request failed: %s (%s)\n",
-                kc_strerror(r), kc_client_last_error(c));
-        if (agent_pid > 0) {
-            kill(agent_pid, SIGTERM);
-        }
-        exit(1);
+        die("request failed: %s (%s)", kc_strerror(r),
+            kc_client_last_error(c));
     }
 }
 
@@ -658,15 +689,18 @@ completion_ops(struct kc_client *c, struct kc_completion *cp)
 /*
  * Keep depth requests (batch == 0) or depth batches of batch items in
  * flight on one connection for secs (or until `total` operations when
- * total > 0).  Returns operations per second.
+ * total > 0).  Returns operations per second.  The walk over the keys
+ * goes on where the load's previous run stopped, so short windows
+ * still visit every key in turn and none finds its keys left in the
+ * CPU caches by the window before.
  */
 static double
-pipelined_once(struct kc_client *c, const struct load *l, size_t depth,
-               size_t batch, double secs, uint64_t total)
+run_pipelined(struct kc_client *c, struct load *l, size_t depth,
+              size_t batch, double secs, uint64_t total)
 {
     struct kc_completion cp;
     struct pollfd pfd;
-    uint64_t seq = 0, done = 0;
+    uint64_t seq = l->next, end = l->next + total, done = 0;
     size_t per = batch == 0 ? 1 : batch;
     double start = now_s(), t = 0;
     bool stop = false;
@@ -684,7 +718,7 @@ pipelined_once(struct kc_client *c, const struct load *l, size_t depth,
             done += completion_ops(c, &cp);
             if (!stop) {
                 t = now_s() - start;
-                stop = total > 0 ? seq >= total : t >= secs;
+                stop = total > 0 ? seq >= end : t >= secs;
             }
             if (!stop) {
                 submit_one(c, l, seq, batch);
@@ -702,20 +736,8 @@ pipelined_once(struct kc_client *c, const struct load *l, size_t depth,
         }
     }
     t = now_s() - start;
+    l->next = seq;
     return (double)done / t;
-}
-
-/* A timed run (total == 0) is the median of WINDOWS windows. */
-static double
-run_pipelined(struct kc_client *c, const struct load *l, size_t depth,
-              size_t batch, double secs, uint64_t total)
-{
-    if (total > 0) {
-        return pipelined_once(c, l, depth, batch, 0, total);
-    }
-    return median3(pipelined_once(c, l, depth, batch, secs / WINDOWS, 0),
-                   pipelined_once(c, l, depth, batch, secs / WINDOWS, 0),
-                   pipelined_once(c, l, depth, batch, secs / WINDOWS, 0));
 }
 
 static void
@@ -729,14 +751,15 @@ encrypt_once(struct kc_client *c, size_t size, uint8_t **ct, size_t *len)
 
 /* One "Name: N kB" line of a /proc/<agent>/ file, in bytes, or -1. */
 static long
-agent_proc_kb(const char *file, const char *name)
+agent_proc_kb(const struct agent_proc *ap, const char *file,
+              const char *name)
 {
     char path[64], line[256];
     size_t n = strlen(name);
     long kb = -1;
     FILE *f;
 
-    snprintf(path, sizeof(path), "/proc/%ld/%s", (long)agent_pid, file);
+    snprintf(path, sizeof(path), "/proc/%ld/%s", (long)ap->pid, file);
     if ((f = fopen(path, "r")) == NULL) {
         return -1;
     }
@@ -751,9 +774,9 @@ agent_proc_kb(const char *file, const char *name)
 }
 
 static long
-agent_rss(void)
+agent_rss(const struct agent_proc *ap)
 {
-    return agent_proc_kb("status", "VmRSS");
+    return agent_proc_kb(ap, "status", "VmRSS");
 }
 
 /* Cache entries and locked bytes from the agent's stats. */
@@ -775,36 +798,72 @@ agent_cache_stats(struct kc_client *c, double *entries, double *locked)
     kc_free(js);
 }
 
+/*
+ * What the rounds share: the two agents' clients and the loads.  The
+ * one-key figures come from agent_one; agent_many holds o->nkeys keys,
+ * filled once before the first round.
+ */
+struct agents {
+    struct kc_client *c;  /* to agent_one */
+    struct kc_client *c0; /* to agent_one, spin off */
+    struct kc_client *cm; /* to agent_many */
+    uint8_t *ct64, *ct1k; /* agent_one's messages, to decrypt */
+    size_t ct64_len, ct1k_len;
+    struct load one;      /* one key */
+    struct load many;     /* every key of agent_many in turn */
+    struct load many_one; /* one key of agent_many */
+    double rss_before_fill, fill_per_s;
+};
+
 static void
-agent_suite(const struct opts *o)
+agents_setup(const struct opts *o, struct agents *ag)
+{
+    char what[96];
+    double t;
+
+    memset(ag, 0, sizeof(*ag));
+    agent_start(o, &agent_one);
+    agent_start(o, &agent_many);
+    ag->c = agent_client(&agent_one);
+    ag->c0 = agent_client(&agent_one);
+    if (kc_client_set_spin(ag->c0, 0) != 0) {
+        die("%s", "kc_client_set_spin failed");
+    }
+    ag->cm = agent_client(&agent_many);
+    encrypt_once(ag->c, 64, &ag->ct64, &ag->ct64_len);
+    encrypt_once(ag->c, 1024, &ag->ct1k, &ag->ct1k_len);
+    randombytes_buf(ag->one.pt, sizeof(ag->one.pt));
+    ag->one.nkeys = 1;
+    ag->one.size = 64;
+    ag->many_one = ag->one;
+    ag->many = ag->one;
+    ag->many.nkeys = o->nkeys;
+
+    /* Fill agent_many: one provider call per key. */
+    snprintf(what, sizeof(what), "a second agent with %zu cached keys "
+             "(filling)", o->nkeys);
+    progress(o, what);
+    ag->rss_before_fill = (double)agent_rss(&agent_many);
+    t = now_s();
+    run_pipelined(ag->cm, &ag->many, 64, 0, 0, o->nkeys);
+    ag->fill_per_s = (double)o->nkeys / (now_s() - t);
+}
+
+/* One round of every agent figure, each in a window of secs. */
+static void
+agents_round(struct agents *ag, double secs)
 {
     const struct fig *f;
-    struct kc_client *c, *c0;
-    struct load l;
-    uint8_t *ct64 = NULL, *ct1k = NULL;
-    size_t ct64_len = 0, ct1k_len = 0;
-    double p50, p99, p999, v, entries, locked, t, many[WINDOWS], one[WINDOWS];
-    size_t i;
-    char what[96];
-    const char *op;
+    struct load l = ag->one;
+    double p50, p99, p999, v, one;
     int d;
 
-    agent_start(o);
-    c = agent_client();
-    encrypt_once(c, 64, &ct64, &ct64_len);
-    encrypt_once(c, 1024, &ct1k, &ct1k_len);
-    memset(&l, 0, sizeof(l));
-    randombytes_buf(l.pt, sizeof(l.pt));
-    l.nkeys = 1;
     for (d = 0; d < 2; d++) {
         l.decrypt = d == 1;
         l.size = 64;
-        l.ct = ct64;
-        l.ct_len = ct64_len;
-        op = d ? "decrypt" : "encrypt";
-        snprintf(what, sizeof(what), "agent %s depth 1", op);
-        progress(o, what);
-        v = run_depth1(c, &l, o->secs, &p50, &p99, &p999);
+        l.ct = ag->ct64;
+        l.ct_len = ag->ct64_len;
+        v = run_depth1(ag->c, &l, secs, &p50, &p99, &p999);
         fig_add(d ? "agent_decrypt_depth1_ops" : "agent_depth1_ops",
                 d ? "agent decrypt 64 B, blocking depth 1"
                   : "agent encrypt 64 B, blocking depth 1",
@@ -817,19 +876,13 @@ agent_suite(const struct opts *o)
                 "  latency p99.9", p999, "us", "uds_echo_p50_us", false);
         if (!d) {
             /* What libkeycache's spin buys, and what the agent adds to an
-             * echo that waits the same way. */
+             * echo that waits the same way (this round's echo). */
             if ((f = fig_find("uds_echo_spin_p50_us")) != NULL) {
                 fig_add("agent_depth1_p50_over_spin_echo_us",
-                        "  p50 minus spin-echo p50", p50 - f->value, "us", NULL,
-                        false);
+                        "  p50 minus spin-echo p50", p50 - f->s[f->n - 1],
+                        "us", NULL, false);
             }
-            c0 = agent_client();
-            if (kc_client_set_spin(c0, 0) != 0) {
-                die("%s", "kc_client_set_spin failed");
-            }
-            progress(o, "agent encrypt depth 1 without spin");
-            v = run_depth1(c0, &l, o->secs, &p50, &p99, &p999);
-            kc_client_free(c0);
+            v = run_depth1(ag->c0, &l, secs, &p50, &p99, &p999);
             fig_add("agent_depth1_nospin_ops",
                     "agent encrypt 64 B, depth 1, spin off", v, "ops/s",
                     "agent_depth1_ops", true);
@@ -838,97 +891,94 @@ agent_suite(const struct opts *o)
             fig_add("agent_depth1_nospin_p99_us", "  latency p99", p99, "us",
                     "uds_echo_evloop_p50_us", false);
         }
-        progress(o, "agent pipelined and batched");
-        v = run_pipelined(c, &l, 16, 0, o->secs, 0);
+        v = run_pipelined(ag->c, &l, 16, 0, secs, 0);
         fig_add(d ? "agent_decrypt_depth16_ops" : "agent_depth16_ops",
                 d ? "agent decrypt 64 B, pipelined 16"
                   : "agent encrypt 64 B, pipelined 16",
                 v, "ops/s", "inproc_keycache_ops", true);
-        v = run_pipelined(c, &l, 64, 0, o->secs, 0);
+        v = run_pipelined(ag->c, &l, 64, 0, secs, 0);
         fig_add(d ? "agent_decrypt_depth64_ops" : "agent_depth64_ops",
                 d ? "agent decrypt 64 B, pipelined 64"
                   : "agent encrypt 64 B, pipelined 64",
                 v, "ops/s", "inproc_keycache_ops", true);
-        v = run_pipelined(c, &l, 2, 32, o->secs, 0);
+        if (!d) {
+            /* 5.: the same on the agent holding many keys, right after
+             * the one-key window; then one of its keys, to show what
+             * the lookups cost inside the same process. */
+            v = run_pipelined(ag->cm, &ag->many, 64, 0, secs, 0);
+            fig_add("agent_100k_keys_depth64_ops",
+                    "agent encrypt 64 B, pipelined 64, many keys", v,
+                    "ops/s", "agent_depth64_ops", true);
+            one = run_pipelined(ag->cm, &ag->many_one, 64, 0, secs, 0);
+            fig_add("agent_1key_paired_depth64_ops",
+                    "  the same agent, one of its keys", one, "ops/s",
+                    NULL, true);
+            fig_add("agent_100k_keys_paired_ratio", "  many keys / one key",
+                    v / one, "x", NULL, true);
+        }
+        v = run_pipelined(ag->c, &l, 2, 32, secs, 0);
         fig_add(d ? "agent_decrypt_batch32_ops" : "agent_batch32_ops",
                 d ? "agent decrypt 64 B, batches of 32"
                   : "agent encrypt 64 B, batches of 32",
                 v, "ops/s", "inproc_keycache_ops", true);
-        v = run_pipelined(c, &l, 2, 256, o->secs, 0);
+        v = run_pipelined(ag->c, &l, 2, 256, secs, 0);
         fig_add(d ? "agent_decrypt_batch256_ops" : "agent_batch256_ops",
                 d ? "agent decrypt 64 B, batches of 256"
                   : "agent encrypt 64 B, batches of 256",
                 v, "ops/s", "inproc_keycache_ops", true);
+        if (!d) {
+            v = run_pipelined(ag->cm, &ag->many, 2, 256, secs, 0);
+            fig_add("agent_100k_keys_batch256_ops",
+                    "agent encrypt 64 B, batches of 256, many keys", v,
+                    "ops/s", "agent_batch256_ops", true);
+        }
         /* 1 KiB */
         l.size = 1024;
-        l.ct = ct1k;
-        l.ct_len = ct1k_len;
-        v = run_pipelined(c, &l, 64, 0, o->secs, 0);
+        l.ct = ag->ct1k;
+        l.ct_len = ag->ct1k_len;
+        v = run_pipelined(ag->c, &l, 64, 0, secs, 0);
         fig_add(d ? "agent_decrypt_1k_depth64_ops" : "agent_1k_depth64_ops",
                 d ? "agent decrypt 1 KiB, pipelined 64"
                   : "agent encrypt 1 KiB, pipelined 64",
                 v, "ops/s", "inproc_keycache_1k_ops", true);
-        v = run_pipelined(c, &l, 2, 256, o->secs, 0);
+        v = run_pipelined(ag->c, &l, 2, 256, secs, 0);
         fig_add(d ? "agent_decrypt_1k_batch256_ops" : "agent_1k_batch256_ops",
                 d ? "agent decrypt 1 KiB, batches of 256"
                   : "agent encrypt 1 KiB, batches of 256",
                 v, "ops/s", "inproc_keycache_1k_ops", true);
     }
+}
 
-    /* 5.: many distinct cached keys.  Fill the cache (one provider call
-     * per key), then measure encrypt cycling over all of them. */
-    snprintf(what, sizeof(what), "agent with %zu cached keys (filling)",
-             o->nkeys);
-    progress(o, what);
-    l.decrypt = false;
-    l.size = 64;
-    l.nkeys = o->nkeys;
-    fig_add("agent_rss_bytes_before_fill", "  agent RSS before filling",
-            (double)agent_rss(), "bytes", NULL, false);
-    t = now_s();
-    run_pipelined(c, &l, 64, 0, 0, o->nkeys);
-    t = now_s() - t;
+/* The many-key agent's memory, then both agents stopped. */
+static void
+agents_finish(struct agents *ag)
+{
+    double entries, locked;
+
+    fig_add("agent_rss_bytes_before_fill", "many-key agent RSS before filling",
+            ag->rss_before_fill, "bytes", NULL, false);
     fig_add("agent_fill_keys_per_s", "  cache fill (new data keys)",
-            (double)o->nkeys / t, "keys/s", NULL, true);
-    /* Windows alternate between all keys and one of them, so the ratio
-     * of the two is not skewed by this VM's drift between the start of
-     * the run (agent_depth64_ops) and now. */
-    for (i = 0; i < WINDOWS; i++) {
-        l.nkeys = o->nkeys;
-        many[i] = pipelined_once(c, &l, 64, 0, o->secs / WINDOWS, 0);
-        l.nkeys = 1;
-        one[i] = pipelined_once(c, &l, 64, 0, o->secs / WINDOWS, 0);
-    }
-    l.nkeys = o->nkeys;
-    v = median3(many[0], many[1], many[2]);
-    fig_add("agent_100k_keys_depth64_ops",
-            "agent encrypt 64 B, pipelined 64, many keys", v, "ops/s",
-            "agent_depth64_ops", true);
-    fig_add("agent_1key_paired_depth64_ops",
-            "  the same, one key, windows alternating with it",
-            median3(one[0], one[1], one[2]), "ops/s", NULL, true);
-    fig_add("agent_100k_keys_paired_ratio", "  many keys / one key",
-            v / median3(one[0], one[1], one[2]), "x", NULL, true);
-    v = run_pipelined(c, &l, 2, 256, o->secs, 0);
-    fig_add("agent_100k_keys_batch256_ops",
-            "agent encrypt 64 B, batches of 256, many keys", v, "ops/s",
-            "agent_batch256_ops", true);
-    agent_cache_stats(c, &entries, &locked);
-    fig_add("agent_cached_keys", "  cached data keys",
-            entries, "keys", NULL, true);
+            ag->fill_per_s, "keys/s", NULL, true);
+    agent_cache_stats(ag->cm, &entries, &locked);
+    fig_add("agent_cached_keys", "  cached data keys", entries, "keys", NULL,
+            true);
     fig_add("locked_bytes_per_key", "  locked memory per cached key",
             entries > 0 ? locked / entries : -1, "bytes", NULL, false);
-    fig_add("agent_rss_bytes_100k_keys", "  agent RSS", (double)agent_rss(),
-            "bytes", NULL, false);
+    fig_add("agent_rss_bytes_100k_keys", "  agent RSS",
+            (double)agent_rss(&agent_many), "bytes", NULL, false);
     /* How much of it the kernel backs with transparent huge pages (the
      * cache's entries ask for them; 0 where THP is off). */
     fig_add("agent_hugepage_bytes_100k_keys", "  of which huge pages",
-            (double)agent_proc_kb("smaps_rollup", "AnonHugePages"), "bytes",
-            NULL, false);
-    kc_free(ct64);
-    kc_free(ct1k);
-    kc_client_free(c);
-    agent_stop();
+            (double)agent_proc_kb(&agent_many, "smaps_rollup",
+                                  "AnonHugePages"),
+            "bytes", NULL, false);
+    kc_free(ag->ct64);
+    kc_free(ag->ct1k);
+    kc_client_free(ag->c);
+    kc_client_free(ag->c0);
+    kc_client_free(ag->cm);
+    agent_stop(&agent_one);
+    agent_stop(&agent_many);
 }
 
 /* ---- 6.: the node peer ------------------------------------------------ */
@@ -1068,6 +1118,7 @@ parse_opts(int argc, char **argv, struct opts *o)
         }
     }
     o->secs = o->quick ? 0.15 : 1.5;
+    o->rounds = o->quick ? 3 : ROUNDS_MAX;
     if (o->nkeys == 0) {
         o->nkeys = o->quick ? 10000 : 100000;
     }
@@ -1076,12 +1127,56 @@ parse_opts(int argc, char **argv, struct opts *o)
     }
 }
 
+/* One round of the in-process and transport figures. */
+static void
+local_round(struct inproc *ip, double secs)
+{
+    double v, ops, p99;
+
+    fig_add("inproc_naive_ops", "in-process naive OpenSSL encrypt 64 B",
+            inproc_run(ip, IP_NAIVE, 64, secs), "ops/s", NULL, true);
+    fig_add("inproc_keycache_ops", "in-process keycache encrypt 64 B",
+            inproc_run(ip, IP_KEYCACHE, 64, secs), "ops/s",
+            "inproc_naive_ops", true);
+    fig_add("inproc_keycache_decrypt_ops", "in-process keycache decrypt 64 B",
+            inproc_run(ip, IP_DECRYPT, 64, secs), "ops/s",
+            "inproc_naive_ops", true);
+    fig_add("inproc_naive_1k_ops", "in-process naive OpenSSL encrypt 1 KiB",
+            inproc_run(ip, IP_NAIVE, 1024, secs), "ops/s", NULL, true);
+    fig_add("inproc_keycache_1k_ops", "in-process keycache encrypt 1 KiB",
+            inproc_run(ip, IP_KEYCACHE, 1024, secs), "ops/s",
+            "inproc_naive_1k_ops", true);
+    v = echo_run(secs, ECHO_BLOCKING, &ops, &p99);
+    fig_add("uds_echo_ops", "raw Unix-socket echo, depth 1", ops, "ops/s",
+            NULL, true);
+    fig_add("uds_echo_p50_us", "  round trip p50", v, "us", NULL, false);
+    fig_add("uds_echo_p99_us", "  round trip p99", p99, "us", NULL, false);
+    v = echo_run(secs, ECHO_EVLOOP, &ops, &p99);
+    fig_add("uds_echo_evloop_ops",
+            "Unix-socket echo, epoll server, poll client", ops, "ops/s",
+            NULL, true);
+    fig_add("uds_echo_evloop_p50_us", "  round trip p50", v, "us",
+            "uds_echo_p50_us", false);
+    fig_add("uds_echo_evloop_p99_us", "  round trip p99", p99, "us", NULL,
+            false);
+    v = echo_run(secs, ECHO_SPIN, &ops, &p99);
+    fig_add("uds_echo_spin_ops",
+            "Unix-socket echo, client spins, then polls", ops,
+            "ops/s", NULL, true);
+    fig_add("uds_echo_spin_p50_us", "  round trip p50", v, "us",
+            "uds_echo_p50_us", false);
+    fig_add("uds_echo_spin_p99_us", "  round trip p99", p99, "us", NULL,
+            false);
+}
+
 int
 main(int argc, char **argv)
 {
     struct inproc ip;
+    struct agents ag;
     struct opts o;
-    double v, ops, p99;
+    char what[64];
+    int r;
 
     parse_opts(argc, argv, &o);
     if (sodium_init() < 0) {
@@ -1090,43 +1185,14 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     contexts_init(o.nkeys);
     inproc_init(&ip);
-    progress(&o, "in-process crypto");
-    fig_add("inproc_naive_ops", "in-process naive OpenSSL encrypt 64 B",
-            inproc_run(&ip, IP_NAIVE, 64, o.secs), "ops/s", NULL, true);
-    fig_add("inproc_keycache_ops", "in-process keycache encrypt 64 B",
-            inproc_run(&ip, IP_KEYCACHE, 64, o.secs), "ops/s",
-            "inproc_naive_ops", true);
-    fig_add("inproc_keycache_decrypt_ops", "in-process keycache decrypt 64 B",
-            inproc_run(&ip, IP_DECRYPT, 64, o.secs), "ops/s",
-            "inproc_naive_ops", true);
-    fig_add("inproc_naive_1k_ops", "in-process naive OpenSSL encrypt 1 KiB",
-            inproc_run(&ip, IP_NAIVE, 1024, o.secs), "ops/s", NULL, true);
-    fig_add("inproc_keycache_1k_ops", "in-process keycache encrypt 1 KiB",
-            inproc_run(&ip, IP_KEYCACHE, 1024, o.secs), "ops/s",
-            "inproc_naive_1k_ops", true);
-    progress(&o, "Unix-socket echo");
-    v = echo_run(o.secs, ECHO_BLOCKING, &ops, &p99);
-    fig_add("uds_echo_ops", "raw Unix-socket echo, depth 1", ops, "ops/s",
-            NULL, true);
-    fig_add("uds_echo_p50_us", "  round trip p50", v, "us", NULL, false);
-    fig_add("uds_echo_p99_us", "  round trip p99", p99, "us", NULL, false);
-    v = echo_run(o.secs, ECHO_EVLOOP, &ops, &p99);
-    fig_add("uds_echo_evloop_ops",
-            "Unix-socket echo, epoll server, poll client", ops, "ops/s",
-            NULL, true);
-    fig_add("uds_echo_evloop_p50_us", "  round trip p50", v, "us",
-            "uds_echo_p50_us", false);
-    fig_add("uds_echo_evloop_p99_us", "  round trip p99", p99, "us", NULL,
-            false);
-    v = echo_run(o.secs, ECHO_SPIN, &ops, &p99);
-    fig_add("uds_echo_spin_ops",
-            "Unix-socket echo, client spins, then polls", ops,
-            "ops/s", NULL, true);
-    fig_add("uds_echo_spin_p50_us", "  round trip p50", v, "us",
-            "uds_echo_p50_us", false);
-    fig_add("uds_echo_spin_p99_us", "  round trip p99", p99, "us", NULL,
-            false);
-    agent_suite(&o);
+    agents_setup(&o, &ag);
+    for (r = 0; r < o.rounds; r++) {
+        snprintf(what, sizeof(what), "round %d of %d", r + 1, o.rounds);
+        progress(&o, what);
+        local_round(&ip, o.secs / o.rounds);
+        agents_round(&ag, o.secs / o.rounds);
+    }
+    agents_finish(&ag);
     progress(&o, "node peer");
     fig_add("node_peer_ops",
             "node @aws-crypto/client-node, caching CMM, 64 B",
@@ -1134,6 +1200,7 @@ main(int argc, char **argv)
     fig_add("node_peer_1k_ops",
             "node @aws-crypto/client-node, caching CMM, 1 KiB",
             node_run(&o, 1024), "ops/s", "agent_1k_depth64_ops", true);
+    figs_finish();
     if (o.json) {
         print_json(&o); /* the table goes to stderr alongside */
         fflush(stdout);
