@@ -169,6 +169,16 @@ struct cache_entry *cache_lookup(struct cache *c,
                                  const uint8_t id[CACHE_ID_LEN]);
 
 /*
+ * cache_prefetch - start fetching what a lookup of id will read, so that
+ * the caller's other work overlaps the memory reads: stage 0 the hash
+ * bucket; stage 1, once stage 0 has had time to land, the first entry of
+ * its chain (the two lines a lookup reads, an inline header template)
+ * and that entry's data key.  Hints only: nothing changes.
+ */
+void cache_prefetch(const struct cache *c, const uint8_t id[CACHE_ID_LEN],
+                    int stage);
+
+/*
  * cache_lookup_grace - like cache_lookup, but an entry up to grace_ms
  * past its TTL is kept and returned with *stale set, for use only if the
  * provider cannot supply a fresh key (outage grace).  Past the grace it

@@ -604,7 +604,8 @@ prefetch_for_encrypt(const struct cache_entry *e)
 int
 flight_enc_entry(struct req *rq, struct keyslot *slot,
                  const struct esdk_ec *ec, const uint8_t *ec_ser,
-                 size_t ec_len, size_t pt_len, struct cache_entry **out)
+                 size_t ec_len, size_t pt_len, struct esdk_msg_start *ms,
+                 struct cache_entry **out)
 {
     const struct key_config *k = slot->cfg;
     struct cache *c = rq->a->cache;
@@ -616,6 +617,18 @@ flight_enc_entry(struct req *rq, struct keyslot *slot,
     int r;
 
     cache_id_enc(c, k->alias, ec_ser, ec_len, id);
+    if (ms != NULL) {
+        /* With many keys cached, the bucket, the entry and its key are
+         * likely cold: each half of the message's start covers one
+         * round of memory reads, so the lookup finds them at hand. */
+        cache_prefetch(c, id, 0);
+        if ((r = esdk_msg_start_begin(k->suite, ms)) != 0) {
+            return req_fail(rq, r, "cannot start message: %s",
+                            kc_strerror(r));
+        }
+        cache_prefetch(c, id, 1);
+        esdk_msg_start_finish(ms);
+    }
     e = cache_lookup_grace(c, id, k->encrypt_grace_ms, &stale);
     /* A used key that this message would push past max_bytes rotates.
      * An unused one always serves one message, even one larger than

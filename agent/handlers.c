@@ -262,8 +262,8 @@ pack_encrypt_reply(struct req *rq, size_t ct_len)
  */
 static int
 encrypt_with_tmpl(struct req *rq, struct cache_entry *e,
-                  const struct esdk_ec *ec, const uint8_t *pt,
-                  size_t pt_len)
+                  const struct esdk_ec *ec, struct esdk_msg_start *ms,
+                  const uint8_t *pt, size_t pt_len)
 {
     const struct key_config *k = e->slot->cfg;
     struct kc_buf *out = rq->pk.data;
@@ -287,8 +287,8 @@ encrypt_with_tmpl(struct req *rq, struct cache_entry *e,
     len = esdk_tmpl_msg_len(e->tmpl, pt_len);
     pack_encrypt_reply(rq, len);
     start = out->len;
-    if ((r = esdk_tmpl_encrypt(e->tmpl, e->dk, e->dk_len, pt, pt_len,
-                               out)) != 0) {
+    if ((r = esdk_tmpl_encrypt_started(e->tmpl, ms, e->dk, e->dk_len, pt,
+                                       pt_len, out)) != 0) {
         return fail(rq, r, "encryption failed: %s", kc_strerror(r));
     }
     if (out->len - start != len) {
@@ -304,6 +304,8 @@ encrypt_message(struct req *rq, struct keyslot *slot, const struct esdk_ec *ec,
                 const uint8_t *pt, size_t pt_len)
 {
     const struct key_config *k = slot->cfg;
+    const bool tmpl = k->suite == ESDK_SUITE_AES256_HKDF_SHA512_COMMIT;
+    struct esdk_msg_start ms;
     struct esdk_enc *enc = NULL;
     struct esdk_edk_list edks;
     struct cache_entry *e = NULL;
@@ -327,12 +329,13 @@ encrypt_message(struct req *rq, struct keyslot *slot, const struct esdk_ec *ec,
         ec_bytes = ec_ser.data;
         ec_len = ec_ser.len;
     }
+    ms.halves = 0;
     if ((r = flight_enc_entry(rq, slot, ec, ec_bytes, ec_len, pt_len,
-                              &e)) != 0) {
+                              tmpl ? &ms : NULL, &e)) != 0) {
         goto out;
     }
-    if (k->suite == ESDK_SUITE_AES256_HKDF_SHA512_COMMIT) {
-        r = encrypt_with_tmpl(rq, e, ec, pt, pt_len);
+    if (tmpl) {
+        r = encrypt_with_tmpl(rq, e, ec, &ms, pt, pt_len);
         goto out;
     }
     if ((r = esdk_enc_new(k->suite, ec, &enc)) != 0) {

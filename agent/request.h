@@ -117,13 +117,16 @@ const char *dispatch_op_name(size_t i);
 /*
  * flight_enc_entry - the encryption entry for (slot, ec) that can take
  * pt_len more bytes: from the cache, or from a provider flight (shared by
- * every request that misses on the same id).  Returns 0 with *out
- * (borrowed: in the cache), REQ_PENDING with rq->wait_on set, or an error
- * (message in rq).
+ * every request that misses on the same id).  With ms (for the suites
+ * with header templates), the message is begun (esdk_msg_start) while the
+ * lookup's memory reads are under way.  Returns 0 with *out (borrowed:
+ * in the cache) and ms begun, REQ_PENDING with rq->wait_on set, or an
+ * error (message in rq).
  */
 int flight_enc_entry(struct req *rq, struct keyslot *slot,
                      const struct esdk_ec *ec, const uint8_t *ec_ser,
-                     size_t ec_len, size_t pt_len, struct cache_entry **out);
+                     size_t ec_len, size_t pt_len, struct esdk_msg_start *ms,
+                     struct cache_entry **out);
 
 /*
  * flight_dec_key - the data key for one EDK through slot: from the

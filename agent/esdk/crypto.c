@@ -539,20 +539,24 @@ hm_final(const struct hm *h, union hm_state *st, uint8_t *md)
     }
 }
 
-/* hm_key - absorb key (any length; hash-length zeros when empty). */
+_Static_assert(sizeof(struct hm) <= ESDK_MSG_START_STATE &&
+                   _Alignof(struct hm) <= 16,
+               "struct esdk_msg_start has no room for the keyed salt");
+
+/* hm_block - set h up for kdf and put key (any length; hash-length
+ * zeros when empty) into blk as HMAC's one-block key. */
 static void
-hm_key(struct hm *h, enum esdk_kdf kdf, const uint8_t *key, size_t key_len)
+hm_block(struct hm *h, enum esdk_kdf kdf, const uint8_t *key,
+         size_t key_len, uint8_t blk[HM_BLOCK_MAX])
 {
-    uint8_t blk[HM_BLOCK_MAX];
     union hm_state st;
-    size_t i;
 
     h->kdf = kdf;
     h->block = kdf == ESDK_KDF_HKDF_SHA256 ? 64 : 128;
     h->hash_len = kdf == ESDK_KDF_HKDF_SHA256   ? 32
                   : kdf == ESDK_KDF_HKDF_SHA384 ? 48
                                                 : 64;
-    memset(blk, 0, sizeof(blk));
+    memset(blk, 0, HM_BLOCK_MAX);
     if (key_len > h->block) {
         hm_init_state(h, &st);
         hm_update(h, &st, key, key_len);
@@ -561,16 +565,47 @@ hm_key(struct hm *h, enum esdk_kdf kdf, const uint8_t *key, size_t key_len)
     } else if (key_len > 0) {
         memcpy(blk, key, key_len);
     }
+}
+
+/* hm_absorb - XOR pad into blk and start st from it. */
+static void
+hm_absorb(const struct hm *h, uint8_t *blk, uint8_t pad, union hm_state *st)
+{
+    size_t i;
+
     for (i = 0; i < h->block; i++) {
-        blk[i] ^= 0x36;
+        blk[i] ^= pad;
     }
-    hm_init_state(h, &h->in);
-    hm_update(h, &h->in, blk, h->block);
-    for (i = 0; i < h->block; i++) {
-        blk[i] ^= 0x36 ^ 0x5c;
-    }
-    hm_init_state(h, &h->out);
-    hm_update(h, &h->out, blk, h->block);
+    hm_init_state(h, st);
+    hm_update(h, st, blk, h->block);
+}
+
+/* hm_key - absorb key into both states. */
+static void
+hm_key(struct hm *h, enum esdk_kdf kdf, const uint8_t *key, size_t key_len)
+{
+    uint8_t blk[HM_BLOCK_MAX];
+
+    hm_block(h, kdf, key, key_len, blk);
+    hm_absorb(h, blk, 0x36, &h->in);
+    hm_absorb(h, blk, 0x36 ^ 0x5c, &h->out);
+    sodium_memzero(blk, sizeof(blk));
+}
+
+/*
+ * hm_key_half - hm_key in halves: half 0 the inner state (key ^ ipad),
+ * half 1 the outer (key ^ opad).  Each half redoes hm_block, which hashes
+ * a key longer than a block; no key split this way is (salts are message
+ * IDs).
+ */
+static void
+hm_key_half(struct hm *h, enum esdk_kdf kdf, const uint8_t *key,
+            size_t key_len, int half)
+{
+    uint8_t blk[HM_BLOCK_MAX];
+
+    hm_block(h, kdf, key, key_len, blk);
+    hm_absorb(h, blk, half == 0 ? 0x36 : 0x5c, half == 0 ? &h->in : &h->out);
     sodium_memzero(blk, sizeof(blk));
 }
 
@@ -617,6 +652,32 @@ hkdf_expand(const struct hm *prk, const uint8_t *info, size_t info_len,
     return 0;
 }
 
+/* HKDF from h, keyed with the salt: extract, then expand every output
+ * from one keying of the PRK.  h is used up (wiped). */
+static int
+hkdf_keyed(struct hm *h, const uint8_t *ikm, size_t ikm_len, size_t n_out,
+           const uint8_t *const *info, const size_t *info_len,
+           uint8_t *const *out, const size_t *out_len)
+{
+    uint8_t prk[64];
+    size_t i;
+    int r = 0;
+
+    hm_mac(h, ikm, ikm_len, NULL, 0, NULL, 0, prk);
+    hm_key(h, h->kdf, prk, h->hash_len);
+    for (i = 0; i < n_out && r == 0; i++) {
+        r = hkdf_expand(h, info[i], info_len[i], out[i], out_len[i]);
+    }
+    if (r != 0) {
+        for (i = 0; i < n_out; i++) {
+            kc_wipe(out[i], out_len[i]);
+        }
+    }
+    sodium_memzero(h, sizeof(*h));
+    sodium_memzero(prk, sizeof(prk));
+    return r;
+}
+
 int
 esdk_hkdf(enum esdk_kdf kdf, const uint8_t *ikm, size_t ikm_len,
           const uint8_t *salt, size_t salt_len, size_t n_out,
@@ -624,33 +685,45 @@ esdk_hkdf(enum esdk_kdf kdf, const uint8_t *ikm, size_t ikm_len,
           uint8_t *const *out, const size_t *out_len)
 {
     struct hm h;
-    uint8_t prk[64];
-    size_t i;
-    int r = 0;
 
     if (kdf != ESDK_KDF_HKDF_SHA256 && kdf != ESDK_KDF_HKDF_SHA384 &&
         kdf != ESDK_KDF_HKDF_SHA512) {
         return KC_EINVAL;
     }
-    /* Extract: PRK = HMAC(salt, ikm); an empty salt is hash-length
-     * zeros, which as an HMAC key is the same as no key bytes at all. */
+    /* PRK = HMAC(salt, ikm); an empty salt is hash-length zeros, which
+     * as an HMAC key is the same as no key bytes at all. */
     hm_key(&h, kdf, salt, salt_len);
-    hm_mac(&h, ikm, ikm_len, NULL, 0, NULL, 0, prk);
-    /* Expand every output from one keying of the PRK. */
-    hm_key(&h, kdf, prk, h.hash_len);
-    for (i = 0; i < n_out && r == 0; i++) {
-        r = hkdf_expand(&h, info[i], info_len[i], out[i], out_len[i]);
-    }
-    if (r != 0) {
-        for (i = 0; i < n_out; i++) {
-            kc_wipe(out[i], out_len[i]);
-        }
-    }
-    sodium_memzero(&h, sizeof(h));
-    sodium_memzero(prk, sizeof(prk));
-    return r;
+    return hkdf_keyed(&h, ikm, ikm_len, n_out, info, info_len, out, out_len);
+}
+
+void
+esdk_hkdf_salt_half(enum esdk_kdf kdf, const uint8_t *salt, size_t salt_len,
+                    int half, void *state)
+{
+    hm_key_half(state, kdf, salt, salt_len, half);
+}
+
+int
+esdk_hkdf_salted(void *state, const uint8_t *ikm, size_t ikm_len,
+                 size_t n_out, const uint8_t *const *info,
+                 const size_t *info_len, uint8_t *const *out,
+                 const size_t *out_len)
+{
+    return hkdf_keyed(state, ikm, ikm_len, n_out, info, info_len, out,
+                      out_len);
 }
 #else
+void
+esdk_hkdf_salt_half(enum esdk_kdf kdf, const uint8_t *salt, size_t salt_len,
+                    int half, void *state)
+{
+    (void)kdf;
+    (void)salt;
+    (void)salt_len;
+    (void)half;
+    (void)state;
+}
+
 int
 esdk_hkdf(enum esdk_kdf kdf, const uint8_t *ikm, size_t ikm_len,
           const uint8_t *salt, size_t salt_len, size_t n_out,

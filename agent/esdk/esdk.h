@@ -244,6 +244,48 @@ KC_MUST_USE int esdk_tmpl_encrypt(const struct esdk_tmpl *t,
                                   const uint8_t *pt, size_t pt_len,
                                   struct kc_buf *out);
 
+/*
+ * A message begun before its data key is at hand.  Under suite 0x0478 the
+ * key derivation's salt is the message ID, so drawing the ID and keying
+ * HMAC with it (two of the ten SHA-512 compressions of a message's HKDF)
+ * need no data key.  A caller that must first look its key up in memory
+ * that is likely cold does this meanwhile, in two halves placed around
+ * its memory reads, and loses no time waiting for them.  Holds no secret:
+ * the message ID is sent in the header.
+ */
+#define ESDK_MSG_START_STATE 512
+
+struct esdk_msg_start {
+    uint16_t suite;
+    uint8_t halves; /* 0: not begun; 1: begun; 2: finished */
+    uint8_t kdf;    /* the suite's enum esdk_kdf */
+    uint8_t msg_id[32];
+    _Alignas(16) unsigned char salt[ESDK_MSG_START_STATE]; /* crypto.c */
+};
+
+/*
+ * esdk_msg_start_begin - draw the message ID and do the first half.
+ * Returns 0, KC_EUNSUPPORTED (a suite whose derivation is not salted
+ * with the message ID: format version 1), KC_ESYS.
+ */
+KC_MUST_USE int esdk_msg_start_begin(uint16_t suite,
+                                     struct esdk_msg_start *ms);
+
+/* esdk_msg_start_finish - the second half; a no-op unless begun only. */
+void esdk_msg_start_finish(struct esdk_msg_start *ms);
+
+/*
+ * esdk_tmpl_encrypt_started - esdk_tmpl_encrypt with the message ID of
+ * ms, begun for t's suite (finished here if need be).  ms is used up,
+ * whatever the outcome, and holds nothing secret after.  Same returns; KC_EINVAL for an ms not
+ * begun or begun for another suite.
+ */
+KC_MUST_USE int esdk_tmpl_encrypt_started(const struct esdk_tmpl *t,
+                                          struct esdk_msg_start *ms,
+                                          const uint8_t *data_key,
+                                          size_t dk_len, const uint8_t *pt,
+                                          size_t pt_len, struct kc_buf *out);
+
 /* esdk_tmpl_msg_len - exact length of a message for pt_len bytes. */
 size_t esdk_tmpl_msg_len(const struct esdk_tmpl *t, size_t pt_len);
 

@@ -84,6 +84,40 @@ KC_MUST_USE int esdk_hkdf(enum esdk_kdf kdf, const uint8_t *ikm,
                           uint8_t *const *out, const size_t *out_len);
 
 /*
+ * esdk_hkdf_salt_half - key the HMAC of HKDF's extract with salt into
+ * state (ESDK_MSG_START_STATE bytes, 16-aligned), in two calls: half 0
+ * the inner pad, half 1 the outer.  Without HMAC midstates (an OpenSSL
+ * built without its deprecated digest calls) it does nothing, and
+ * esdk_hkdf_salted is not available (ESDK_HKDF_SALTED undefined).
+ */
+void esdk_hkdf_salt_half(enum esdk_kdf kdf, const uint8_t *salt,
+                         size_t salt_len, int half, void *state);
+
+#ifndef OPENSSL_NO_DEPRECATED_3_0
+#define ESDK_HKDF_SALTED 1
+/*
+ * esdk_hkdf_salted - esdk_hkdf with the salt already keyed into state by
+ * both halves of esdk_hkdf_salt_half.  state is used up (wiped).
+ */
+KC_MUST_USE int esdk_hkdf_salted(void *state, const uint8_t *ikm,
+                                 size_t ikm_len, size_t n_out,
+                                 const uint8_t *const *info,
+                                 const size_t *info_len,
+                                 uint8_t *const *out, const size_t *out_len);
+#endif
+
+/*
+ * esdk_derive_keys_started - esdk_derive_keys for a v2 suite with the
+ * message ID and salt keying of ms (both halves done).
+ */
+KC_MUST_USE int esdk_derive_keys_started(const struct esdk_suite *s,
+                                         const uint8_t *data_key,
+                                         size_t dk_len,
+                                         struct esdk_msg_start *ms,
+                                         uint8_t *key_out,
+                                         uint8_t *commit_out);
+
+/*
  * esdk_hkdf_reference - the same through OpenSSL's EVP_KDF "HKDF" with a
  * fresh context per call: the slow, independent implementation the unit
  * tests compare esdk_hkdf against.  Same returns.

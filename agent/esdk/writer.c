@@ -443,39 +443,91 @@ tmpl_write(const struct esdk_tmpl *t, const uint8_t *msg_id,
 }
 
 int
-esdk_tmpl_encrypt(const struct esdk_tmpl *t, const uint8_t *data_key,
-                  size_t dk_len, const uint8_t *pt, size_t pt_len,
-                  struct kc_buf *out)
+esdk_msg_start_begin(uint16_t suite, struct esdk_msg_start *ms)
 {
-    uint8_t key[ESDK_MAX_KEY_LEN], commit[ESDK_COMMIT_LEN], msg_id[32];
+    const struct esdk_suite *s = esdk_suite_get(suite);
+    int r;
+
+    ms->halves = 0;
+    if (s == NULL || s->version != 2 || s->kdf == ESDK_KDF_IDENTITY) {
+        return KC_EUNSUPPORTED;
+    }
+    if ((r = esdk_rand(ms->msg_id, sizeof(ms->msg_id))) != 0) {
+        return r;
+    }
+    ms->suite = suite;
+    ms->kdf = (uint8_t)s->kdf;
+    esdk_hkdf_salt_half(s->kdf, ms->msg_id, sizeof(ms->msg_id), 0, ms->salt);
+    ms->halves = 1;
+    return 0;
+}
+
+void
+esdk_msg_start_finish(struct esdk_msg_start *ms)
+{
+    if (ms->halves == 1) {
+        esdk_hkdf_salt_half((enum esdk_kdf)ms->kdf, ms->msg_id,
+                            sizeof(ms->msg_id), 1, ms->salt);
+        ms->halves = 2;
+    }
+}
+
+int
+esdk_tmpl_encrypt_started(const struct esdk_tmpl *t,
+                          struct esdk_msg_start *ms, const uint8_t *data_key,
+                          size_t dk_len, const uint8_t *pt, size_t pt_len,
+                          struct kc_buf *out)
+{
+    uint8_t key[ESDK_MAX_KEY_LEN], commit[ESDK_COMMIT_LEN];
     struct esdk_gcm g = {NULL, true};
     size_t start, need;
     int r;
 
     if (t == NULL || data_key == NULL || out == NULL ||
-        (pt == NULL && pt_len > 0) || dk_len != t->suite->key_len) {
-        return KC_EINVAL;
+        (pt == NULL && pt_len > 0) || dk_len != t->suite->key_len ||
+        ms->halves == 0 || ms->suite != t->suite->id) {
+        r = KC_EINVAL;
+        goto wipe;
     }
     if (tmpl_frames(t, pt_len) > UINT32_MAX ||
         pt_len > SIZE_MAX - esdk_tmpl_msg_len(t, 0)) {
-        return KC_ETOOBIG;
+        r = KC_ETOOBIG;
+        goto wipe;
     }
+    esdk_msg_start_finish(ms);
     start = out->len;
     need = esdk_tmpl_msg_len(t, pt_len);
     if ((r = kc_buf_reserve(out, need)) != 0 ||
-        (r = esdk_rand(msg_id, sizeof(msg_id))) != 0 ||
-        (r = esdk_derive_keys(t->suite, data_key, dk_len, msg_id,
-                              sizeof(msg_id), key, commit)) != 0 ||
+        (r = esdk_derive_keys_started(t->suite, data_key, dk_len, ms, key,
+                                      commit)) != 0 ||
         (r = esdk_gcm_init(&g, true, key, t->suite->key_len)) != 0 ||
-        (r = tmpl_write(t, msg_id, commit, &g, pt, pt_len, out)) != 0) {
-        goto out;
+        (r = tmpl_write(t, ms->msg_id, commit, &g, pt, pt_len, out)) != 0) {
+        kc_buf_truncate(out, start);
     }
-out:
     sodium_memzero(key, sizeof(key));
     sodium_memzero(commit, sizeof(commit));
     esdk_gcm_clear(&g);
-    if (r != 0) {
-        kc_buf_truncate(out, start);
-    }
+wipe:
+    /* The derivation wiped the salt's state, which held the PRK by then;
+     * before it, that state and the ID are public. */
+    ms->halves = 0;
     return r;
+}
+
+int
+esdk_tmpl_encrypt(const struct esdk_tmpl *t, const uint8_t *data_key,
+                  size_t dk_len, const uint8_t *pt, size_t pt_len,
+                  struct kc_buf *out)
+{
+    struct esdk_msg_start ms;
+    int r;
+
+    if (t == NULL) {
+        return KC_EINVAL;
+    }
+    if ((r = esdk_msg_start_begin(t->suite->id, &ms)) != 0) {
+        return r;
+    }
+    return esdk_tmpl_encrypt_started(t, &ms, data_key, dk_len, pt, pt_len,
+                                     out);
 }

@@ -985,6 +985,62 @@ test_hkdf_matches_reference(void **state)
                      KC_EINVAL);
 }
 
+/* The salt keyed in two halves (esdk_hkdf_salt_half), then
+ * esdk_hkdf_salted, equals OpenSSL's HKDF for every hash; the v2
+ * derivation from a begun message equals esdk_derive_keys with its ID. */
+static void
+test_hkdf_salted(void **state)
+{
+    static const enum esdk_kdf kdfs[] = {
+        ESDK_KDF_HKDF_SHA256, ESDK_KDF_HKDF_SHA384, ESDK_KDF_HKDF_SHA512};
+    static const size_t salt_lens[] = {0, 32, 64, 128};
+    _Alignas(16) unsigned char st[ESDK_MSG_START_STATE];
+    uint8_t ikm[32], salt[128], info1[11], a1[64], b1[64];
+    uint8_t key1[32], key2[32], commit1[32], commit2[32];
+    const uint8_t *info[1] = {info1};
+    size_t info_len[1] = {sizeof(info1)}, olen[1] = {64}, k, j;
+    uint8_t *a[1] = {a1}, *b[1] = {b1};
+    struct esdk_msg_start ms;
+
+    (void)state;
+    randombytes_buf(ikm, sizeof(ikm));
+    randombytes_buf(salt, sizeof(salt));
+    randombytes_buf(info1, sizeof(info1));
+    for (k = 0; k < 3; k++) {
+        for (j = 0; j < sizeof(salt_lens) / sizeof(salt_lens[0]); j++) {
+            esdk_hkdf_salt_half(kdfs[k], salt, salt_lens[j], 0, st);
+            esdk_hkdf_salt_half(kdfs[k], salt, salt_lens[j], 1, st);
+            assert_int_equal(esdk_hkdf_salted(st, ikm, sizeof(ikm), 1, info,
+                                              info_len, a, olen),
+                             0);
+            assert_int_equal(esdk_hkdf_reference(kdfs[k], ikm, sizeof(ikm),
+                                                 salt, salt_lens[j], 1, info,
+                                                 info_len, b, olen),
+                             0);
+            assert_memory_equal(a1, b1, sizeof(a1));
+        }
+    }
+    /* A begun message derives what its ID derives; only both halves. */
+    assert_int_equal(esdk_msg_start_begin(0x0478, &ms), 0);
+    assert_int_equal(esdk_derive_keys_started(esdk_suite_get(0x0478), ikm,
+                                              32, &ms, key1, commit1),
+                     KC_EINVAL);
+    esdk_msg_start_finish(&ms);
+    assert_int_equal(esdk_derive_keys(esdk_suite_get(0x0478), ikm, 32,
+                                      ms.msg_id, 32, key2, commit2),
+                     0);
+    assert_int_equal(esdk_derive_keys_started(esdk_suite_get(0x0478), ikm,
+                                              32, &ms, key1, commit1),
+                     0);
+    assert_memory_equal(key1, key2, sizeof(key1));
+    assert_memory_equal(commit1, commit2, sizeof(commit1));
+    /* Suites without templates are refused. */
+    assert_int_equal(esdk_msg_start_begin(0x0178, &ms), KC_EUNSUPPORTED);
+    assert_int_equal(ms.halves, 0);
+    assert_int_equal(esdk_msg_start_begin(0x0014, &ms), KC_EUNSUPPORTED);
+    assert_int_equal(esdk_msg_start_begin(0x1234, &ms), KC_EUNSUPPORTED);
+}
+
 /* Pooled draws never repeat, across refills and across fork. */
 static void
 test_rand_pool(void **state)
@@ -1083,6 +1139,47 @@ tmpl_case(size_t n, uint32_t fl, size_t n_edks)
     assert_int_equal(m2.len, 2 * m1.len);
     assert_int_equal(esdk_tmpl_encrypt(t, dk, 16, in, n, &m2), KC_EINVAL);
     assert_int_equal(m2.len, 2 * m1.len);
+    /* Begun ahead, finished or not: the message carries the ID drawn at
+     * the start, decrypts, and leaves the start used up. */
+    for (i = 0; i < 2; i++) {
+        struct esdk_msg_start ms;
+        struct esdk_header *h3 = NULL;
+        uint8_t id[32];
+        size_t before = m2.len;
+
+        assert_int_equal(esdk_msg_start_begin(0x0478, &ms), 0);
+        if (i == 1) {
+            esdk_msg_start_finish(&ms);
+        }
+        memcpy(id, ms.msg_id, sizeof(id));
+        assert_int_equal(
+            esdk_tmpl_encrypt_started(t, &ms, dk, 32, in, n, &m2), 0);
+        assert_int_equal(ms.halves, 0);
+        assert_int_equal(m2.len - before, m1.len);
+        assert_int_equal(esdk_header_parse(m2.data + before, m1.len, NULL,
+                                           &h3),
+                         0);
+        assert_memory_equal(h3->message_id, id, 32);
+        kc_buf_truncate(&pt, 0);
+        assert_int_equal(esdk_decrypt(h3, m2.data + before, m1.len, dk, 32,
+                                      NULL, &pt),
+                         0);
+        assert_int_equal(pt.len, n);
+        if (n > 0) {
+            assert_memory_equal(pt.data, in, n);
+        }
+        esdk_header_free(h3);
+        /* A start used up, or never begun, or begun for another suite is
+         * refused and leaves out as it was. */
+        before = m2.len;
+        assert_int_equal(
+            esdk_tmpl_encrypt_started(t, &ms, dk, 32, in, n, &m2), KC_EINVAL);
+        assert_int_equal(esdk_msg_start_begin(0x0578, &ms), 0);
+        assert_int_equal(
+            esdk_tmpl_encrypt_started(t, &ms, dk, 32, in, n, &m2), KC_EINVAL);
+        assert_int_equal(ms.halves, 0);
+        assert_int_equal(m2.len, before);
+    }
     esdk_header_free(h1);
     esdk_header_free(h2);
     esdk_tmpl_free(t);
@@ -1149,6 +1246,7 @@ main(void)
         cmocka_unit_test(test_rawaes),
         cmocka_unit_test(test_kdf_known_answer),
         cmocka_unit_test(test_hkdf_matches_reference),
+        cmocka_unit_test(test_hkdf_salted),
         cmocka_unit_test(test_rand_pool),
         cmocka_unit_test(test_tmpl),
     };
