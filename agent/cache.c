@@ -59,7 +59,7 @@ entry_release(void *e)
 
 /*
  * A hash bucket: its chain, and the key slot of the chain's first entry,
- * so that cache_prefetch can ask for the key together with the entry
+ * so that cache_prefetch_entry can ask for the key with the entry
  * (an entry's dk never changes while it is in the table).
  */
 struct bucket {
@@ -97,8 +97,8 @@ cache_new(size_t capacity, cache_clock_fn clock, struct cache **out)
     }
     /* Twice as many buckets as entries: a hit walks 1.25 entries on
      * average, each one a likely cache miss with many keys, and finds
-     * its entry first in the chain (what cache_prefetch fetches) four
-     * times in five. */
+     * its entry first in the chain (what cache_prefetch_entry fetches)
+     * four times in five. */
     while (nb / 2 < capacity && nb < ((size_t)1 << 30)) {
         nb <<= 1;
     }
@@ -358,17 +358,18 @@ find(const struct cache *c, const uint8_t id[CACHE_ID_LEN])
 }
 
 void
-cache_prefetch(const struct cache *c, const uint8_t id[CACHE_ID_LEN],
-               int stage)
+cache_prefetch_bucket(const struct cache *c, const uint8_t id[CACHE_ID_LEN])
+{
+    __builtin_prefetch(&c->buckets[bucket_of(c, id)]);
+}
+
+void
+cache_prefetch_entry(const struct cache *c, const uint8_t id[CACHE_ID_LEN])
 {
     const struct bucket *b = &c->buckets[bucket_of(c, id)];
     const char *e = (const char *)b->head;
     size_t off;
 
-    if (stage == 0) {
-        __builtin_prefetch(b);
-        return;
-    }
     if (e == NULL) {
         return;
     }

@@ -169,14 +169,17 @@ struct cache_entry *cache_lookup(struct cache *c,
                                  const uint8_t id[CACHE_ID_LEN]);
 
 /*
- * cache_prefetch - start fetching what a lookup of id will read, so that
- * the caller's other work overlaps the memory reads: stage 0 the hash
- * bucket; stage 1, once stage 0 has had time to land, the first entry of
- * its chain (the two lines a lookup reads, an inline header template)
- * and that entry's data key.  Hints only: nothing changes.
+ * Start fetching what a lookup of id will read, so that the caller's
+ * other work overlaps the memory reads: cache_prefetch_bucket the hash
+ * bucket; then, once that has had time to land, cache_prefetch_entry the
+ * first entry of its chain (the two lines a lookup reads, an inline
+ * header template) and that entry's data key.  Hints only: nothing
+ * changes.
  */
-void cache_prefetch(const struct cache *c, const uint8_t id[CACHE_ID_LEN],
-                    int stage);
+void cache_prefetch_bucket(const struct cache *c,
+                           const uint8_t id[CACHE_ID_LEN]);
+void cache_prefetch_entry(const struct cache *c,
+                          const uint8_t id[CACHE_ID_LEN]);
 
 /*
  * cache_lookup_grace - like cache_lookup, but an entry up to grace_ms

@@ -601,6 +601,28 @@ prefetch_for_encrypt(const struct cache_entry *e)
     }
 }
 
+/*
+ * With many keys cached, the bucket, the entry and its key are likely
+ * cold.  Each half of the message's start (esdk_msg_start) covers one
+ * round of memory reads, so the lookup that follows finds them at hand.
+ */
+static int
+begin_while_fetching(struct req *rq, const struct cache *c,
+                     const uint8_t id[CACHE_ID_LEN], uint16_t suite,
+                     struct esdk_msg_start *ms)
+{
+    int r;
+
+    cache_prefetch_bucket(c, id);
+    if ((r = esdk_msg_start_begin(suite, ms)) != 0) {
+        return req_fail(rq, r, "cannot draw a message ID: %s",
+                        kc_strerror(r));
+    }
+    cache_prefetch_entry(c, id);
+    esdk_msg_start_finish(ms);
+    return 0;
+}
+
 int
 flight_enc_entry(struct req *rq, struct keyslot *slot,
                  const struct esdk_ec *ec, const uint8_t *ec_ser,
@@ -617,17 +639,9 @@ flight_enc_entry(struct req *rq, struct keyslot *slot,
     int r;
 
     cache_id_enc(c, k->alias, ec_ser, ec_len, id);
-    if (ms != NULL) {
-        /* With many keys cached, the bucket, the entry and its key are
-         * likely cold: each half of the message's start covers one
-         * round of memory reads, so the lookup finds them at hand. */
-        cache_prefetch(c, id, 0);
-        if ((r = esdk_msg_start_begin(k->suite, ms)) != 0) {
-            return req_fail(rq, r, "cannot start message: %s",
-                            kc_strerror(r));
-        }
-        cache_prefetch(c, id, 1);
-        esdk_msg_start_finish(ms);
+    if (ms != NULL &&
+        (r = begin_while_fetching(rq, c, id, k->suite, ms)) != 0) {
+        return r;
     }
     e = cache_lookup_grace(c, id, k->encrypt_grace_ms, &stale);
     /* A used key that this message would push past max_bytes rotates.

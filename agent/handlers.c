@@ -329,7 +329,7 @@ encrypt_message(struct req *rq, struct keyslot *slot, const struct esdk_ec *ec,
         ec_bytes = ec_ser.data;
         ec_len = ec_ser.len;
     }
-    ms.halves = 0;
+    ms.stage = ESDK_MSG_UNUSED;
     if ((r = flight_enc_entry(rq, slot, ec, ec_bytes, ec_len, pt_len,
                               tmpl ? &ms : NULL, &e)) != 0) {
         goto out;

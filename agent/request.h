@@ -120,7 +120,7 @@ const char *dispatch_op_name(size_t i);
  * every request that misses on the same id).  With ms (for the suites
  * with header templates), the message is begun (esdk_msg_start) while the
  * lookup's memory reads are under way.  Returns 0 with *out (borrowed:
- * in the cache) and ms begun, REQ_PENDING with rq->wait_on set, or an
+ * in the cache) and ms begun and finished, REQ_PENDING with rq->wait_on set, or an
  * error (message in rq).
  */
 int flight_enc_entry(struct req *rq, struct keyslot *slot,

@@ -594,9 +594,9 @@ hm_key(struct hm *h, enum esdk_kdf kdf, const uint8_t *key, size_t key_len)
 
 /*
  * hm_key_half - hm_key in halves: half 0 the inner state (key ^ ipad),
- * half 1 the outer (key ^ opad).  Each half redoes hm_block, which hashes
- * a key longer than a block; no key split this way is (salts are message
- * IDs).
+ * half 1 the outer (key ^ opad).  Each half redoes hm_block, which would
+ * hash a key longer than a block twice; no caller passes one (the salts
+ * split this way are 32-byte message IDs).
  */
 static void
 hm_key_half(struct hm *h, enum esdk_kdf kdf, const uint8_t *key,

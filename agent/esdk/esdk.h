@@ -252,33 +252,45 @@ KC_MUST_USE int esdk_tmpl_encrypt(const struct esdk_tmpl *t,
  * that is likely cold does this meanwhile, in two halves placed around
  * its memory reads, and loses no time waiting for them.  Holds no secret:
  * the message ID is sent in the header.
+ *
+ * One begin serves one message.  Never copy a begun start: a copy used
+ * again would give a second message the same ID, hence under the same
+ * data key the same content key and GCM nonces.  The caller's storage,
+ * borrowed by each call; not shared between threads.
  */
 #define ESDK_MSG_START_STATE 512
 
+enum esdk_msg_stage {
+    ESDK_MSG_UNUSED,   /* not begun, or used up */
+    ESDK_MSG_BEGUN,
+    ESDK_MSG_FINISHED,
+};
+
 struct esdk_msg_start {
     uint16_t suite;
-    uint8_t halves; /* 0: not begun; 1: begun; 2: finished */
-    uint8_t kdf;    /* the suite's enum esdk_kdf */
+    uint8_t stage; /* enum esdk_msg_stage */
+    uint8_t kdf;   /* the suite's enum esdk_kdf */
     uint8_t msg_id[32];
     _Alignas(16) unsigned char salt[ESDK_MSG_START_STATE]; /* crypto.c */
 };
 
 /*
  * esdk_msg_start_begin - draw the message ID and do the first half.
- * Returns 0, KC_EUNSUPPORTED (a suite whose derivation is not salted
- * with the message ID: format version 1), KC_ESYS.
+ * Returns 0, KC_EINVAL (ms NULL), KC_EUNSUPPORTED (a suite whose
+ * derivation is not salted with the message ID: format version 1),
+ * KC_ESYS.
  */
 KC_MUST_USE int esdk_msg_start_begin(uint16_t suite,
                                      struct esdk_msg_start *ms);
 
-/* esdk_msg_start_finish - the second half; a no-op unless begun only. */
+/* esdk_msg_start_finish - the second half; a no-op unless just begun. */
 void esdk_msg_start_finish(struct esdk_msg_start *ms);
 
 /*
  * esdk_tmpl_encrypt_started - esdk_tmpl_encrypt with the message ID of
  * ms, begun for t's suite (finished here if need be).  ms is used up,
- * whatever the outcome, and holds nothing secret after.  Same returns; KC_EINVAL for an ms not
- * begun or begun for another suite.
+ * whatever the outcome, and holds nothing secret after.  Same returns;
+ * KC_EINVAL for an ms NULL, not begun, or begun for another suite.
  */
 KC_MUST_USE int esdk_tmpl_encrypt_started(const struct esdk_tmpl *t,
                                           struct esdk_msg_start *ms,

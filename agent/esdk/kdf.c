@@ -74,8 +74,9 @@ esdk_derive_keys_started(const struct esdk_suite *s, const uint8_t *data_key,
                          size_t dk_len, struct esdk_msg_start *ms,
                          uint8_t *key_out, uint8_t *commit_out)
 {
-    if (s == NULL || s->version != 2 || s->kdf == ESDK_KDF_IDENTITY ||
-        dk_len != s->key_len || ms->halves != 2 || ms->suite != s->id ||
+    if (s == NULL || ms == NULL || s->version != 2 ||
+        s->kdf == ESDK_KDF_IDENTITY || dk_len != s->key_len ||
+        ms->stage != ESDK_MSG_FINISHED || ms->suite != s->id ||
         (s->committing && commit_out == NULL)) {
         return KC_EINVAL;
     }

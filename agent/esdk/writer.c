@@ -448,7 +448,10 @@ esdk_msg_start_begin(uint16_t suite, struct esdk_msg_start *ms)
     const struct esdk_suite *s = esdk_suite_get(suite);
     int r;
 
-    ms->halves = 0;
+    if (ms == NULL) {
+        return KC_EINVAL;
+    }
+    ms->stage = ESDK_MSG_UNUSED;
     if (s == NULL || s->version != 2 || s->kdf == ESDK_KDF_IDENTITY) {
         return KC_EUNSUPPORTED;
     }
@@ -458,17 +461,17 @@ esdk_msg_start_begin(uint16_t suite, struct esdk_msg_start *ms)
     ms->suite = suite;
     ms->kdf = (uint8_t)s->kdf;
     esdk_hkdf_salt_half(s->kdf, ms->msg_id, sizeof(ms->msg_id), 0, ms->salt);
-    ms->halves = 1;
+    ms->stage = ESDK_MSG_BEGUN;
     return 0;
 }
 
 void
 esdk_msg_start_finish(struct esdk_msg_start *ms)
 {
-    if (ms->halves == 1) {
+    if (ms->stage == ESDK_MSG_BEGUN) {
         esdk_hkdf_salt_half((enum esdk_kdf)ms->kdf, ms->msg_id,
                             sizeof(ms->msg_id), 1, ms->salt);
-        ms->halves = 2;
+        ms->stage = ESDK_MSG_FINISHED;
     }
 }
 
@@ -483,16 +486,19 @@ esdk_tmpl_encrypt_started(const struct esdk_tmpl *t,
     size_t start, need;
     int r;
 
+    if (ms == NULL) {
+        return KC_EINVAL;
+    }
     if (t == NULL || data_key == NULL || out == NULL ||
         (pt == NULL && pt_len > 0) || dk_len != t->suite->key_len ||
-        ms->halves == 0 || ms->suite != t->suite->id) {
+        ms->stage == ESDK_MSG_UNUSED || ms->suite != t->suite->id) {
         r = KC_EINVAL;
-        goto wipe;
+        goto out;
     }
     if (tmpl_frames(t, pt_len) > UINT32_MAX ||
         pt_len > SIZE_MAX - esdk_tmpl_msg_len(t, 0)) {
         r = KC_ETOOBIG;
-        goto wipe;
+        goto out;
     }
     esdk_msg_start_finish(ms);
     start = out->len;
@@ -507,10 +513,10 @@ esdk_tmpl_encrypt_started(const struct esdk_tmpl *t,
     sodium_memzero(key, sizeof(key));
     sodium_memzero(commit, sizeof(commit));
     esdk_gcm_clear(&g);
-wipe:
+out:
     /* The derivation wiped the salt's state, which held the PRK by then;
      * before it, that state and the ID are public. */
-    ms->halves = 0;
+    ms->stage = ESDK_MSG_UNUSED;
     return r;
 }
 

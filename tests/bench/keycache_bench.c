@@ -61,7 +61,8 @@
 #endif
 
 #define ALIAS "bench"
-#define MAX_SAMPLES 2000000
+#define KEY_STRIDE 7919 /* prime: walks every key when it does not divide
+                         * the key count (parse_opts checks) */
 
 struct opts {
     bool quick, json;
@@ -73,16 +74,30 @@ struct opts {
 
 #define ROUNDS_MAX 5
 
-/* One figure of the run: one sample per round, reported as their median. */
+/* Latency samples of one kind from every round (us): percentiles are
+ * taken over the whole run, not per round. */
+struct lat {
+    double *v;
+    size_t n, cap;
+};
+
+/*
+ * One figure of the run.  A throughput is one sample per round, reported
+ * as their median; a latency percentile is taken over its struct lat;
+ * a difference is of two other figures' final values.
+ */
 struct fig {
     const char *json;  /* JSON field name (unique) */
     const char *label;
-    double value;      /* median of s[]; < 0: not measured */
+    double value;      /* final; < 0: not measured */
     const char *unit;
     const char *base;  /* JSON name of the figure it is compared with */
     bool higher_better;
     double s[ROUNDS_MAX];
     size_t n;
+    struct lat *lat;   /* percentile p of these samples, if set */
+    double p;
+    const char *minus[2]; /* value of minus[0] - minus[1], if set */
 };
 
 #define NFIGS 64
@@ -109,6 +124,8 @@ now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static void agent_stop(struct agent_proc *ap);
+
 __attribute__((format(printf, 1, 2))) static void
 die(const char *fmt, ...)
 {
@@ -119,12 +136,9 @@ die(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
-    if (agent_one.pid > 0) {
-        kill(agent_one.pid, SIGTERM);
-    }
-    if (agent_many.pid > 0) {
-        kill(agent_many.pid, SIGTERM);
-    }
+    /* Stop the agents and remove their directories (master keys). */
+    agent_stop(&agent_one);
+    agent_stop(&agent_many);
     exit(1);
 }
 
@@ -141,10 +155,9 @@ fig_find(const char *json)
     return NULL;
 }
 
-/* Add this round's sample of a figure; the first one places it in the
- * table. */
-static void
-fig_add(const char *json, const char *label, double v, const char *unit,
+/* The figure named json; the first call places it in the table. */
+static struct fig *
+fig_get(const char *json, const char *label, const char *unit,
         const char *base, bool higher_better)
 {
     struct fig *f = fig_find(json);
@@ -154,13 +167,64 @@ fig_add(const char *json, const char *label, double v, const char *unit,
             die("%s", "too many figures");
         }
         f = &figs[nfigs++];
-        *f = (struct fig){json, label, -1, unit, base, higher_better,
-                          {0}, 0};
+        memset(f, 0, sizeof(*f));
+        f->json = json;
+        f->label = label;
+        f->value = -1;
+        f->unit = unit;
+        f->base = base;
+        f->higher_better = higher_better;
     }
+    return f;
+}
+
+/* Add this round's sample of a figure. */
+static void
+fig_add(const char *json, const char *label, double v, const char *unit,
+        const char *base, bool higher_better)
+{
+    struct fig *f = fig_get(json, label, unit, base, higher_better);
+
     if (f->n == ROUNDS_MAX) {
         die("%s: more samples than rounds", json);
     }
     f->s[f->n++] = v;
+}
+
+/* A latency percentile (us) over every sample in l. */
+static void
+fig_pct(const char *json, const char *label, const char *base,
+        struct lat *l, double p)
+{
+    struct fig *f = fig_get(json, label, "us", base, false);
+
+    f->lat = l;
+    f->p = p;
+}
+
+/* The difference of two figures' final values (us). */
+static void
+fig_diff(const char *json, const char *label, const char *a, const char *b)
+{
+    struct fig *f = fig_get(json, label, "us", NULL, false);
+
+    f->minus[0] = a;
+    f->minus[1] = b;
+}
+
+static void
+lat_add(struct lat *l, double us)
+{
+    double *v;
+
+    if (l->n == l->cap) {
+        l->cap = l->cap == 0 ? 65536 : 2 * l->cap;
+        if ((v = realloc(l->v, l->cap * sizeof(double))) == NULL) {
+            die("%s", "out of memory");
+        }
+        l->v = v;
+    }
+    l->v[l->n++] = us;
 }
 
 static void
@@ -181,17 +245,42 @@ cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Every figure's value: the median of its samples (the mean of the
- * middle two for an even count); not measured if any sample was not. */
+static double
+pct(const double *v, size_t n, double p)
+{
+    size_t i;
+
+    if (n == 0) {
+        return -1;
+    }
+    i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+/*
+ * Every figure's final value: a percentile of its latencies; else the
+ * median of its samples (the mean of the middle two for an even count),
+ * not measured if any sample was not; then the differences.
+ */
 static void
 figs_finish(void)
 {
     double v[ROUNDS_MAX];
+    const struct fig *a, *b;
     struct fig *f;
     size_t i, j;
 
     for (i = 0; i < nfigs; i++) {
         f = &figs[i];
+        if (f->lat != NULL) {
+            /* Sorting twice is harmless: a second sort finds it sorted. */
+            qsort(f->lat->v, f->lat->n, sizeof(double), cmp_double);
+            f->value = pct(f->lat->v, f->lat->n, f->p);
+            continue;
+        }
+        if (f->minus[0] != NULL || f->n == 0) {
+            continue;
+        }
         memcpy(v, f->s, f->n * sizeof(double));
         qsort(v, f->n, sizeof(double), cmp_double);
         f->value = f->n % 2 ? v[f->n / 2]
@@ -202,18 +291,14 @@ figs_finish(void)
             }
         }
     }
-}
-
-static double
-pct(double *v, size_t n, double p)
-{
-    size_t i;
-
-    if (n == 0) {
-        return -1;
+    for (i = 0; i < nfigs; i++) {
+        f = &figs[i];
+        if (f->minus[0] != NULL && (a = fig_find(f->minus[0])) != NULL &&
+            (b = fig_find(f->minus[1])) != NULL && a->value >= 0 &&
+            b->value >= 0) {
+            f->value = a->value - b->value;
+        }
     }
-    i = (size_t)(p * (double)(n - 1) + 0.5);
-    return v[i];
 }
 
 /* ---- 1. and 2.: in-process ------------------------------------------ */
@@ -388,7 +473,7 @@ full_io(int fd, uint8_t *p, size_t n, bool wr, int spin_us)
 
 /*
  * Round trips of a 120-byte message (about an encrypt request) to a
- * child that echoes it: p50 in microseconds, *ops round trips/s.  With
+ * child that echoes it: round trips/s, each one's time added to lat.  With
  * evloop, both ends wait the way the agent and libkeycache do (the child
  * in epoll_wait, the parent in poll on a non-blocking socket) instead of
  * in a blocking read: the floor for any event-loop server.  ECHO_SPIN
@@ -422,11 +507,10 @@ echo_child(int fd, bool evloop)
 }
 
 static double
-echo_run(double secs, enum echo_mode mode, double *ops, double *p99)
+echo_run(double secs, enum echo_mode mode, struct lat *lat)
 {
     bool evloop = mode != ECHO_BLOCKING;
     int spin_us = mode == ECHO_SPIN ? CLIENT_SPIN_US : 0;
-    static double lat[MAX_SAMPLES];
     uint8_t msg[120];
     int sv[2], st;
     size_t n = 0;
@@ -457,14 +541,12 @@ echo_run(double secs, enum echo_mode mode, double *ops, double *p99)
             die("%s", "echo child failed");
         }
         t1 = now_s();
-        lat[n++] = (t1 - t0) * 1e6;
-    } while (t1 - start < secs && n < MAX_SAMPLES);
+        lat_add(lat, (t1 - t0) * 1e6);
+        n++;
+    } while (t1 - start < secs);
     close(sv[0]);
     waitpid(pid, &st, 0);
-    *ops = (double)n / (t1 - start);
-    qsort(lat, n, sizeof(double), cmp_double);
-    *p99 = pct(lat, n, 0.99);
-    return pct(lat, n, 0.50);
+    return (double)n / (t1 - start);
 }
 
 /* ---- 4. and 5.: through the agent ------------------------------------ */
@@ -597,7 +679,7 @@ key_index(const struct load *l, uint64_t i)
 {
     /* A stride coprime with the key count scatters consecutive requests
      * over the table. */
-    return l->nkeys <= 1 ? 0 : (size_t)((i * 7919) % l->nkeys);
+    return l->nkeys <= 1 ? 0 : (size_t)((i * KEY_STRIDE) % l->nkeys);
 }
 
 static void
@@ -609,12 +691,11 @@ check_status(int r, struct kc_client *c)
     }
 }
 
-/* Blocking depth 1: ops/s and latency percentiles (us). */
+/* Blocking depth 1: ops/s, each latency (us) added to lat. */
 static double
 run_depth1(struct kc_client *c, const struct load *l, double secs,
-           double *p50, double *p99, double *p999)
+           struct lat *lat)
 {
-    static double lat[MAX_SAMPLES];
     uint8_t *out = NULL;
     size_t n = 0, out_len;
     double t0, t1, start;
@@ -632,12 +713,9 @@ run_depth1(struct kc_client *c, const struct load *l, double secs,
         t1 = now_s();
         check_status(r, c);
         kc_free(out);
-        lat[n++] = (t1 - t0) * 1e6;
-    } while (t1 - start < secs && n < MAX_SAMPLES);
-    qsort(lat, n, sizeof(double), cmp_double);
-    *p50 = pct(lat, n, 0.50);
-    *p99 = pct(lat, n, 0.99);
-    *p999 = pct(lat, n, 0.999);
+        lat_add(lat, (t1 - t0) * 1e6);
+        n++;
+    } while (t1 - start < secs);
     return (double)n / (t1 - start);
 }
 
@@ -849,13 +927,66 @@ agents_setup(const struct opts *o, struct agents *ag)
     ag->fill_per_s = (double)o->nkeys / (now_s() - t);
 }
 
+/* Latencies of the agent's depth-1 runs, over all rounds. */
+static struct lat lat_enc1, lat_enc1_nospin, lat_dec1;
+
+/*
+ * One pass over every key of agent_many, unmeasured, before each of its
+ * many-key windows: a window then starts with the CPU caches as steady
+ * traffic over all the keys leaves them, not with what survived from
+ * the previous round while the other figures ran.
+ */
+static void
+many_warm(struct agents *ag)
+{
+    run_pipelined(ag->cm, &ag->many, 64, 0, 0, ag->many.nkeys);
+}
+
+/*
+ * 5.: the one-key depth-64 window and the windows compared with it: the
+ * many-key agent over all its keys, then over one of them (what the
+ * lookups cost inside one process).  The order flips every round so that
+ * no side always runs first.
+ */
+static void
+depth64_trio(struct agents *ag, struct load *l, double secs, int round)
+{
+    double v = 0, many = 0, one = 0;
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        switch (round % 2 ? 2 - i : i) {
+        case 0:
+            v = run_pipelined(ag->c, l, 64, 0, secs, 0);
+            break;
+        case 1:
+            many_warm(ag);
+            many = run_pipelined(ag->cm, &ag->many, 64, 0, secs, 0);
+            break;
+        default:
+            one = run_pipelined(ag->cm, &ag->many_one, 64, 0, secs, 0);
+            break;
+        }
+    }
+    fig_add("agent_depth64_ops", "agent encrypt 64 B, pipelined 64", v,
+            "ops/s", "inproc_keycache_ops", true);
+    fig_add("agent_100k_keys_depth64_ops",
+            "agent encrypt 64 B, pipelined 64, many keys", many, "ops/s",
+            "agent_depth64_ops", true);
+    fig_add("agent_1key_paired_depth64_ops",
+            "  the same agent, one of its keys", one, "ops/s", NULL, true);
+    fig_add("agent_100k_keys_paired_ratio",
+            "  many keys / one key (median of rounds)", many / one, "x",
+            NULL, true);
+}
+
 /* One round of every agent figure, each in a window of secs. */
 static void
-agents_round(struct agents *ag, double secs)
+agents_round(struct agents *ag, double secs, int round)
 {
-    const struct fig *f;
     struct load l = ag->one;
-    double p50, p99, p999, v, one;
+    struct lat *lat;
+    double v;
     int d;
 
     for (d = 0; d < 2; d++) {
@@ -863,58 +994,45 @@ agents_round(struct agents *ag, double secs)
         l.size = 64;
         l.ct = ag->ct64;
         l.ct_len = ag->ct64_len;
-        v = run_depth1(ag->c, &l, secs, &p50, &p99, &p999);
+        lat = d ? &lat_dec1 : &lat_enc1;
+        v = run_depth1(ag->c, &l, secs, lat);
         fig_add(d ? "agent_decrypt_depth1_ops" : "agent_depth1_ops",
                 d ? "agent decrypt 64 B, blocking depth 1"
                   : "agent encrypt 64 B, blocking depth 1",
                 v, "ops/s", "inproc_keycache_ops", true);
-        fig_add(d ? "agent_decrypt_depth1_p50_us" : "agent_depth1_p50_us",
-                "  latency p50", p50, "us", "uds_echo_p50_us", false);
-        fig_add(d ? "agent_decrypt_depth1_p99_us" : "agent_depth1_p99_us",
-                "  latency p99", p99, "us", "uds_echo_p50_us", false);
-        fig_add(d ? "agent_decrypt_depth1_p999_us" : "agent_depth1_p999_us",
-                "  latency p99.9", p999, "us", "uds_echo_p50_us", false);
+        fig_pct(d ? "agent_decrypt_depth1_p50_us" : "agent_depth1_p50_us",
+                "  latency p50", "uds_echo_p50_us", lat, 0.50);
+        fig_pct(d ? "agent_decrypt_depth1_p99_us" : "agent_depth1_p99_us",
+                "  latency p99", "uds_echo_p50_us", lat, 0.99);
+        fig_pct(d ? "agent_decrypt_depth1_p999_us" : "agent_depth1_p999_us",
+                "  latency p99.9", "uds_echo_p50_us", lat, 0.999);
         if (!d) {
-            /* What libkeycache's spin buys, and what the agent adds to an
-             * echo that waits the same way (this round's echo). */
-            if ((f = fig_find("uds_echo_spin_p50_us")) != NULL) {
-                fig_add("agent_depth1_p50_over_spin_echo_us",
-                        "  p50 minus spin-echo p50", p50 - f->s[f->n - 1],
-                        "us", NULL, false);
-            }
-            v = run_depth1(ag->c0, &l, secs, &p50, &p99, &p999);
+            /* What the agent adds to an echo that waits the way
+             * libkeycache does, and what that spin buys. */
+            fig_diff("agent_depth1_p50_over_spin_echo_us",
+                     "  p50 minus spin-echo p50", "agent_depth1_p50_us",
+                     "uds_echo_spin_p50_us");
+            v = run_depth1(ag->c0, &l, secs, &lat_enc1_nospin);
             fig_add("agent_depth1_nospin_ops",
                     "agent encrypt 64 B, depth 1, spin off", v, "ops/s",
                     "agent_depth1_ops", true);
-            fig_add("agent_depth1_nospin_p50_us", "  latency p50", p50, "us",
-                    "uds_echo_evloop_p50_us", false);
-            fig_add("agent_depth1_nospin_p99_us", "  latency p99", p99, "us",
-                    "uds_echo_evloop_p50_us", false);
+            fig_pct("agent_depth1_nospin_p50_us", "  latency p50",
+                    "uds_echo_evloop_p50_us", &lat_enc1_nospin, 0.50);
+            fig_pct("agent_depth1_nospin_p99_us", "  latency p99",
+                    "uds_echo_evloop_p50_us", &lat_enc1_nospin, 0.99);
         }
         v = run_pipelined(ag->c, &l, 16, 0, secs, 0);
         fig_add(d ? "agent_decrypt_depth16_ops" : "agent_depth16_ops",
                 d ? "agent decrypt 64 B, pipelined 16"
                   : "agent encrypt 64 B, pipelined 16",
                 v, "ops/s", "inproc_keycache_ops", true);
-        v = run_pipelined(ag->c, &l, 64, 0, secs, 0);
-        fig_add(d ? "agent_decrypt_depth64_ops" : "agent_depth64_ops",
-                d ? "agent decrypt 64 B, pipelined 64"
-                  : "agent encrypt 64 B, pipelined 64",
-                v, "ops/s", "inproc_keycache_ops", true);
         if (!d) {
-            /* 5.: the same on the agent holding many keys, right after
-             * the one-key window; then one of its keys, to show what
-             * the lookups cost inside the same process. */
-            v = run_pipelined(ag->cm, &ag->many, 64, 0, secs, 0);
-            fig_add("agent_100k_keys_depth64_ops",
-                    "agent encrypt 64 B, pipelined 64, many keys", v,
-                    "ops/s", "agent_depth64_ops", true);
-            one = run_pipelined(ag->cm, &ag->many_one, 64, 0, secs, 0);
-            fig_add("agent_1key_paired_depth64_ops",
-                    "  the same agent, one of its keys", one, "ops/s",
-                    NULL, true);
-            fig_add("agent_100k_keys_paired_ratio", "  many keys / one key",
-                    v / one, "x", NULL, true);
+            depth64_trio(ag, &l, secs, round);
+        } else {
+            v = run_pipelined(ag->c, &l, 64, 0, secs, 0);
+            fig_add("agent_decrypt_depth64_ops",
+                    "agent decrypt 64 B, pipelined 64", v, "ops/s",
+                    "inproc_keycache_ops", true);
         }
         v = run_pipelined(ag->c, &l, 2, 32, secs, 0);
         fig_add(d ? "agent_decrypt_batch32_ops" : "agent_batch32_ops",
@@ -927,6 +1045,7 @@ agents_round(struct agents *ag, double secs)
                   : "agent encrypt 64 B, batches of 256",
                 v, "ops/s", "inproc_keycache_ops", true);
         if (!d) {
+            many_warm(ag);
             v = run_pipelined(ag->cm, &ag->many, 2, 256, secs, 0);
             fig_add("agent_100k_keys_batch256_ops",
                     "agent encrypt 64 B, batches of 256, many keys", v,
@@ -1032,9 +1151,6 @@ print_json(const struct opts *o)
     printf("{");
     for (i = 0; i < nfigs; i++) {
         f = &figs[i];
-        if (f->json == NULL) {
-            continue;
-        }
         printf("%s\"%s\": ", first ? "" : ", ", f->json);
         first = false;
         if (f->value < 0) {
@@ -1088,7 +1204,9 @@ usage(void)
 {
     fprintf(stderr,
             "usage: keycache-bench [--quick] [--json] [--agent PATH] "
-            "[--node-dir DIR] [--keys N]\n");
+            "[--node-dir DIR] [--keys N]\n"
+            "  --keys N  distinct cached keys, at most 1000000 and not a "
+            "multiple of %d\n", KEY_STRIDE);
     exit(2);
 }
 
@@ -1122,17 +1240,18 @@ parse_opts(int argc, char **argv, struct opts *o)
     if (o->nkeys == 0) {
         o->nkeys = o->quick ? 10000 : 100000;
     }
-    if (o->nkeys > 1000000) {
+    if (o->nkeys > 1000000 || o->nkeys % KEY_STRIDE == 0) {
         usage();
     }
 }
+
+/* Round trips of the three echoes, over all rounds. */
+static struct lat lat_echo, lat_echo_evloop, lat_echo_spin;
 
 /* One round of the in-process and transport figures. */
 static void
 local_round(struct inproc *ip, double secs)
 {
-    double v, ops, p99;
-
     fig_add("inproc_naive_ops", "in-process naive OpenSSL encrypt 64 B",
             inproc_run(ip, IP_NAIVE, 64, secs), "ops/s", NULL, true);
     fig_add("inproc_keycache_ops", "in-process keycache encrypt 64 B",
@@ -1146,27 +1265,24 @@ local_round(struct inproc *ip, double secs)
     fig_add("inproc_keycache_1k_ops", "in-process keycache encrypt 1 KiB",
             inproc_run(ip, IP_KEYCACHE, 1024, secs), "ops/s",
             "inproc_naive_1k_ops", true);
-    v = echo_run(secs, ECHO_BLOCKING, &ops, &p99);
-    fig_add("uds_echo_ops", "raw Unix-socket echo, depth 1", ops, "ops/s",
-            NULL, true);
-    fig_add("uds_echo_p50_us", "  round trip p50", v, "us", NULL, false);
-    fig_add("uds_echo_p99_us", "  round trip p99", p99, "us", NULL, false);
-    v = echo_run(secs, ECHO_EVLOOP, &ops, &p99);
+    fig_add("uds_echo_ops", "raw Unix-socket echo, depth 1",
+            echo_run(secs, ECHO_BLOCKING, &lat_echo), "ops/s", NULL, true);
+    fig_pct("uds_echo_p50_us", "  round trip p50", NULL, &lat_echo, 0.50);
+    fig_pct("uds_echo_p99_us", "  round trip p99", NULL, &lat_echo, 0.99);
     fig_add("uds_echo_evloop_ops",
-            "Unix-socket echo, epoll server, poll client", ops, "ops/s",
-            NULL, true);
-    fig_add("uds_echo_evloop_p50_us", "  round trip p50", v, "us",
-            "uds_echo_p50_us", false);
-    fig_add("uds_echo_evloop_p99_us", "  round trip p99", p99, "us", NULL,
-            false);
-    v = echo_run(secs, ECHO_SPIN, &ops, &p99);
-    fig_add("uds_echo_spin_ops",
-            "Unix-socket echo, client spins, then polls", ops,
-            "ops/s", NULL, true);
-    fig_add("uds_echo_spin_p50_us", "  round trip p50", v, "us",
-            "uds_echo_p50_us", false);
-    fig_add("uds_echo_spin_p99_us", "  round trip p99", p99, "us", NULL,
-            false);
+            "Unix-socket echo, epoll server, poll client",
+            echo_run(secs, ECHO_EVLOOP, &lat_echo_evloop), "ops/s", NULL,
+            true);
+    fig_pct("uds_echo_evloop_p50_us", "  round trip p50", "uds_echo_p50_us",
+            &lat_echo_evloop, 0.50);
+    fig_pct("uds_echo_evloop_p99_us", "  round trip p99", NULL,
+            &lat_echo_evloop, 0.99);
+    fig_add("uds_echo_spin_ops", "Unix-socket echo, client spins, then polls",
+            echo_run(secs, ECHO_SPIN, &lat_echo_spin), "ops/s", NULL, true);
+    fig_pct("uds_echo_spin_p50_us", "  round trip p50", "uds_echo_p50_us",
+            &lat_echo_spin, 0.50);
+    fig_pct("uds_echo_spin_p99_us", "  round trip p99", NULL, &lat_echo_spin,
+            0.99);
 }
 
 int
@@ -1190,7 +1306,7 @@ main(int argc, char **argv)
         snprintf(what, sizeof(what), "round %d of %d", r + 1, o.rounds);
         progress(&o, what);
         local_round(&ip, o.secs / o.rounds);
-        agents_round(&ag, o.secs / o.rounds);
+        agents_round(&ag, o.secs / o.rounds, r);
     }
     agents_finish(&ag);
     progress(&o, "node peer");
@@ -1211,6 +1327,12 @@ main(int argc, char **argv)
         print_table();
     }
     inproc_clear(&ip);
+    free(lat_echo.v);
+    free(lat_echo_evloop.v);
+    free(lat_echo_spin.v);
+    free(lat_enc1.v);
+    free(lat_enc1_nospin.v);
+    free(lat_dec1.v);
     free(tenants);
     free(ctxs);
     esdk_rand_shutdown();

@@ -1006,6 +1006,7 @@ test_hkdf_salted(void **state)
     randombytes_buf(ikm, sizeof(ikm));
     randombytes_buf(salt, sizeof(salt));
     randombytes_buf(info1, sizeof(info1));
+#ifdef ESDK_HKDF_SALTED
     for (k = 0; k < 3; k++) {
         for (j = 0; j < sizeof(salt_lens) / sizeof(salt_lens[0]); j++) {
             esdk_hkdf_salt_half(kdfs[k], salt, salt_lens[j], 0, st);
@@ -1020,6 +1021,18 @@ test_hkdf_salted(void **state)
             assert_memory_equal(a1, b1, sizeof(a1));
         }
     }
+#else
+    (void)kdfs;
+    (void)salt_lens;
+    (void)st;
+    (void)info;
+    (void)info_len;
+    (void)olen;
+    (void)k;
+    (void)j;
+    (void)a;
+    (void)b;
+#endif
     /* A begun message derives what its ID derives; only both halves. */
     assert_int_equal(esdk_msg_start_begin(0x0478, &ms), 0);
     assert_int_equal(esdk_derive_keys_started(esdk_suite_get(0x0478), ikm,
@@ -1036,7 +1049,7 @@ test_hkdf_salted(void **state)
     assert_memory_equal(commit1, commit2, sizeof(commit1));
     /* Suites without templates are refused. */
     assert_int_equal(esdk_msg_start_begin(0x0178, &ms), KC_EUNSUPPORTED);
-    assert_int_equal(ms.halves, 0);
+    assert_int_equal(ms.stage, ESDK_MSG_UNUSED);
     assert_int_equal(esdk_msg_start_begin(0x0014, &ms), KC_EUNSUPPORTED);
     assert_int_equal(esdk_msg_start_begin(0x1234, &ms), KC_EUNSUPPORTED);
 }
@@ -1154,7 +1167,7 @@ tmpl_case(size_t n, uint32_t fl, size_t n_edks)
         memcpy(id, ms.msg_id, sizeof(id));
         assert_int_equal(
             esdk_tmpl_encrypt_started(t, &ms, dk, 32, in, n, &m2), 0);
-        assert_int_equal(ms.halves, 0);
+        assert_int_equal(ms.stage, ESDK_MSG_UNUSED);
         assert_int_equal(m2.len - before, m1.len);
         assert_int_equal(esdk_header_parse(m2.data + before, m1.len, NULL,
                                            &h3),
@@ -1177,7 +1190,7 @@ tmpl_case(size_t n, uint32_t fl, size_t n_edks)
         assert_int_equal(esdk_msg_start_begin(0x0578, &ms), 0);
         assert_int_equal(
             esdk_tmpl_encrypt_started(t, &ms, dk, 32, in, n, &m2), KC_EINVAL);
-        assert_int_equal(ms.halves, 0);
+        assert_int_equal(ms.stage, ESDK_MSG_UNUSED);
         assert_int_equal(m2.len, before);
     }
     esdk_header_free(h1);
