@@ -6,7 +6,8 @@
  * The swap is immediate.  Provider calls still in the air hold their
  * old keyring (and its config) alive: it is retired, and freed on a
  * later loop turn once its last flight has landed, never from inside a
- * provider callback.  What such a flight fetches is not cached.
+ * provider callback.  What such a flight fetches is cached only if the
+ * reload left its alias's key and message format as they were.
  */
 #include "reload.h"
 
@@ -30,8 +31,8 @@ struct staged {
  * keys, the key bytes) and the messages they head are written alike
  * (suite, frame length: an encryption entry keeps a header template).
  */
-static bool
-entries_still_valid(const struct keyslot *o, const struct keyslot *n)
+bool
+reload_slot_still_valid(const struct keyslot *o, const struct keyslot *n)
 {
     return provider_same_key(o->provider, n->provider) &&
            config_str_same(o->cfg->key_file, n->cfg->key_file) &&
@@ -55,7 +56,7 @@ remap_visit(const struct cache_entry *ce, void *arg)
     const char *alias = e->slot->cfg->alias;
     struct keyslot *ns = keyring_find(m->nk, alias, strlen(alias));
 
-    if (ns != NULL && entries_still_valid(e->slot, ns)) {
+    if (ns != NULL && reload_slot_still_valid(e->slot, ns)) {
         e->slot->entries--;
         ns->entries++;
         e->slot = ns;

@@ -112,6 +112,45 @@ class ReloadDuringFlightTest(unittest.TestCase):
             e.stop()
 
 
+class ReloadKeepsFlightTest(unittest.TestCase):
+    def test_key_fetched_across_an_unchanging_reload_is_cached(self):
+        say("reloads that leave alias 'aws' as it was, while its KMS call "
+            "is in the air: the key is cached, the waiting encrypt gets "
+            "it, and the next one needs no KMS call")
+        e = Env()
+        e.agent.start()
+        try:
+            e.fake.fault("delay", count=1, op="GenerateDataKey", seconds=1.2)
+            result = {}
+
+            def slow():
+                with h.Client(e.agent.socket, timeout=15) as c:
+                    result["r"] = c.request("encrypt", key="aws",
+                                            plaintext=b"x",
+                                            context={"t": "1"})
+            t = threading.Thread(target=slow, daemon=True)
+            t.start()
+            time.sleep(0.3)  # the GenerateDataKey is now in the air
+            with h.Client(e.agent.socket) as c:
+                for _ in range(3):  # a burst of reloads, nothing changed
+                    self.assertTrue(c.call("reload")["applied"])
+                    time.sleep(0.2)
+            t.join(15)
+            self.assertTrue(result["r"]["ok"], result["r"])
+            with h.Client(e.agent.socket) as c:
+                self.assertEqual(c.stats()["cache"]["entries"], 1)
+                r = c.request("encrypt", key="aws", plaintext=b"y",
+                              context={"t": "1"})
+                self.assertTrue(r["ok"], r)
+                back = c.decrypt(result["r"]["ciphertext"],
+                                 context={"t": "1"})
+                self.assertEqual(back["plaintext"], b"x")
+            self.assertEqual(e.fake.stats()["calls"].get("GenerateDataKey"), 1)
+            self.assertTrue(e.agent.alive())
+        finally:
+            e.stop()
+
+
 class BatchWaitTest(unittest.TestCase):
     def test_batch_with_a_waiting_item_in_the_middle(self):
         say("batch: local items answered at once, an 'aws' item waiting "
