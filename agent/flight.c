@@ -248,41 +248,28 @@ flight_unlink(struct flight *f)
     f->prev = f->next = NULL;
 }
 
-/*
- * The slot of the current keyring under which a key that f fetched
- * across a reload may be cached: its alias's, if the reload left the
- * alias's key and message format as they were; else NULL.
- */
-static struct keyslot *
-slot_after_reload(const struct flight *f)
-{
-    const char *alias = f->slot->cfg->alias;
-    struct keyslot *ns = keyring_find(f->a->keys, alias, strlen(alias));
-
-    return ns != NULL && reload_slot_still_valid(f->slot, ns) ? ns : NULL;
-}
-
 static void
 flight_finish(struct flight *f, int status)
 {
     struct pending *p, *next;
-    struct keyslot *ns;
+    struct keyslot *ns = NULL;
 
     flight_unlink(f);
-    if (status == 0 && f->kr != f->a->keys &&
-        (ns = slot_after_reload(f)) != NULL) {
-        /* A reload came meanwhile but left this alias as it was: the key
-         * is cached as if it had landed just before, so a stream of
-         * reloads cannot starve the requests waiting on it. */
+    if (status == 0) {
+        /* After a reload that left the alias as it was, the key is cached
+         * under the alias's new slot as if it had landed just before, so
+         * a stream of reloads cannot starve the requests waiting on it. */
+        ns = f->kr == f->a->keys ? f->slot
+                                 : reload_slot_successor(f->a->keys, f->slot);
+    }
+    if (ns != NULL) {
         f->e->slot = ns;
         flight_commit(f);
-    } else if (status == 0 && f->kr != f->a->keys) {
+    } else if (status == 0) {
         /* The alias was removed or its key or format changed: the key is
          * not cached; the waiters run again under the new config. */
         log_info("key %s: data key fetched before a reload that changed "
                  "the alias; not cached", f->slot->cfg->alias);
-    } else if (status == 0) {
-        flight_commit(f);
     } else {
         note_provider_failure(f->slot, status, &f->perr);
         log_warn("key %s: provider %s failed: %s%s%s%s%s",

@@ -31,13 +31,19 @@ struct staged {
  * keys, the key bytes) and the messages they head are written alike
  * (suite, frame length: an encryption entry keeps a header template).
  */
-bool
-reload_slot_still_valid(const struct keyslot *o, const struct keyslot *n)
+struct keyslot *
+reload_slot_successor(struct keyring *kr, const struct keyslot *o)
 {
-    return provider_same_key(o->provider, n->provider) &&
-           config_str_same(o->cfg->key_file, n->cfg->key_file) &&
-           o->cfg->suite == n->cfg->suite &&
-           o->cfg->frame_len == n->cfg->frame_len;
+    const char *alias = o->cfg->alias;
+    struct keyslot *n = keyring_find(kr, alias, strlen(alias));
+
+    if (n != NULL && provider_same_key(o->provider, n->provider) &&
+        config_str_same(o->cfg->key_file, n->cfg->key_file) &&
+        o->cfg->suite == n->cfg->suite &&
+        o->cfg->frame_len == n->cfg->frame_len) {
+        return n;
+    }
+    return NULL;
 }
 
 struct remap {
@@ -53,10 +59,9 @@ remap_visit(const struct cache_entry *ce, void *arg)
 {
     struct remap *m = arg;
     struct cache_entry *e = (struct cache_entry *)ce;
-    const char *alias = e->slot->cfg->alias;
-    struct keyslot *ns = keyring_find(m->nk, alias, strlen(alias));
+    struct keyslot *ns = reload_slot_successor(m->nk, e->slot);
 
-    if (ns != NULL && reload_slot_still_valid(e->slot, ns)) {
+    if (ns != NULL) {
         e->slot->entries--;
         ns->entries++;
         e->slot = ns;

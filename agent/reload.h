@@ -14,19 +14,20 @@
  * keys of aliases that were removed, or whose key changed, are wiped;
  * provider calls still in the air finish on the old keyring, and what
  * they fetch is cached only if its alias stayed as it was
- * (reload_slot_still_valid).  Returns 0, KC_ECONFIG (or the key loading
+ * (reload_slot_successor).  Returns 0, KC_ECONFIG (or the key loading
  * error), KC_ENOMEM.
  */
 KC_MUST_USE int reload_request(struct agent *a, char *err, size_t errlen);
 
 /*
- * reload_slot_still_valid - whether data keys of slot o (from a retired
- * keyring) serve alias slot n of the current one unchanged: the same key
- * from the same key file wraps them, and messages are written alike
- * (suite, frame length).  Cached entries move over on a reload when this
- * holds; a key fetched across the reload is cached under n when it does.
+ * reload_slot_successor - the slot of keyring kr whose alias o's data
+ * keys serve unchanged (the same key from the same key file wraps them,
+ * and messages are written alike: suite, frame length), or NULL if the
+ * alias is gone or changed.  Cached entries move to it on a reload; a key
+ * fetched across the reload is cached under it.
  */
-bool reload_slot_still_valid(const struct keyslot *o, const struct keyslot *n);
+struct keyslot *reload_slot_successor(struct keyring *kr,
+                                      const struct keyslot *o);
 
 /* reload_retired_idle - a flight of a retired keyring has ended: free
  * idle retired keyrings on the next loop turn. */

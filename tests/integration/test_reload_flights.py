@@ -47,6 +47,18 @@ class Env:
             self.agent.stop()
         self.fake.stop()
 
+    def encrypt_in_background(self, **fields):
+        """Start an 'aws' encrypt on its own connection; returns the
+        thread and a dict that gets its reply under "r"."""
+        result = {}
+
+        def run():
+            with h.Client(self.agent.socket, timeout=15) as c:
+                result["r"] = c.request("encrypt", key="aws", **fields)
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t, result
+
 
 class ReloadDuringFlightTest(unittest.TestCase):
     def test_reload_pipelined_behind_a_waiting_request(self):
@@ -81,14 +93,7 @@ class ReloadDuringFlightTest(unittest.TestCase):
         e.agent.start()
         try:
             e.fake.fault("delay", count=1, op="GenerateDataKey", seconds=1.5)
-            result = {}
-
-            def slow():
-                with h.Client(e.agent.socket, timeout=15) as c:
-                    result["r"] = c.request("encrypt", key="aws",
-                                            plaintext=b"x")
-            t = threading.Thread(target=slow, daemon=True)
-            t.start()
+            t, result = e.encrypt_in_background(plaintext=b"x")
             time.sleep(0.4)  # the GenerateDataKey is now in the air
             h.write_config(e.cfg, e.opts, {"loc": e.keys["loc"]})
             t0 = time.monotonic()
@@ -121,15 +126,8 @@ class ReloadKeepsFlightTest(unittest.TestCase):
         e.agent.start()
         try:
             e.fake.fault("delay", count=1, op="GenerateDataKey", seconds=1.2)
-            result = {}
-
-            def slow():
-                with h.Client(e.agent.socket, timeout=15) as c:
-                    result["r"] = c.request("encrypt", key="aws",
-                                            plaintext=b"x",
-                                            context={"t": "1"})
-            t = threading.Thread(target=slow, daemon=True)
-            t.start()
+            t, result = e.encrypt_in_background(plaintext=b"x",
+                                                context={"t": "1"})
             time.sleep(0.3)  # the GenerateDataKey is now in the air
             with h.Client(e.agent.socket) as c:
                 for _ in range(3):  # a burst of reloads, nothing changed
